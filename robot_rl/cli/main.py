@@ -1,0 +1,138 @@
+"""`robot-rl VERB [POSITIONAL ...] [key=value ...] [--json]`: parse, compose the Hydra config, call a workflow.
+
+The CLI only parses and dispatches; the work lives in `robot_rl.workflows`. Each verb composes
+`configs/<verb>.yaml` (plus its groups) with the user's Hydra overrides, then calls `run(cfg)` of its workflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from robot_rl.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class Verb:
+    workflow: str  # "module:function" under robot_rl.workflows
+    config: str  # configs/<config>.yaml; "{name}" is filled from the positional argument of that name
+    positionals: tuple[str, ...] = ()  # config keys filled from positional arguments, in order
+    help: str = ""
+
+
+VERBS: dict[str, Verb] = {
+    "collect": Verb("collect:run", "collect", help="roll out a scripted expert or a policy into an episode store"),
+    "evaluate": Verb("evaluate:run", "evaluate", help="roll out a policy in a sim mirror; success and return"),
+    "train-base": Verb("train_base:run", "train_base", help="train a base policy from an episode store"),
+    "train-residual": Verb("train_residual:run", "train_residual", help="residual RL on top of a base policy"),
+    "rank": Verb("rank:run", "rank", help="rank candidate policies offline"),
+    "data": Verb("data_tools:run", "data", ("action", "root"), help="info | validate | export an episode store"),
+    "hw": Verb("hw:run", "hw", ("action", "node"), help="up | node NAME: the ROS 2 node graph"),
+    "bench": Verb("bench:run", "bench/{name}", ("name",), help="run one benchmark; last stdout line is JSON"),
+    "demo": Verb("demo:run", "demo", help="the end-to-end pipeline behind `make demo`"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: robot-rl VERB [ARGS ...] [key=value ...] [--json]", "", "verbs:"]
+    lines += [f"  {name:<15} {verb.help}" for name, verb in VERBS.items()]
+    return "\n".join(lines)
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str], dict[str, bool]]:
+    """Split argv into positionals, Hydra overrides (`key=value`, `+key=value`, `~key`) and `--flags`."""
+    positionals, overrides, flags = [], [], {}
+    for arg in argv:
+        if arg.startswith("--"):
+            flags[arg[2:].replace("-", "_")] = True
+        elif "=" in arg or arg.startswith("~"):
+            overrides.append(arg)
+        else:
+            positionals.append(arg)
+    return positionals, overrides, flags
+
+
+def config_name(verb: Verb, positionals: list[str]) -> str:
+    """The config a verb composes; `bench NAME` composes `configs/bench/NAME.yaml` (dashes as underscores)."""
+    values = {key: value.replace("-", "_") for key, value in zip(verb.positionals, positionals)}
+    try:
+        name = verb.config.format(**values)
+    except KeyError as exc:
+        raise UserError(f"missing argument {exc.args[0].upper()}; see `robot-rl --help`") from exc
+    if not (CONFIG_DIR / f"{name}.yaml").is_file():
+        choices = sorted(p.stem.replace("_", "-") for p in (CONFIG_DIR / Path(name).parent).glob("*.yaml"))
+        raise UserError(f"unknown {Path(name).parent or 'config'} {Path(name).name!r}; choose one of: {', '.join(choices)}")
+    return name
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose `configs/<config_name>.yaml` with overrides using Hydra's compose API."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"bad configuration override: {first}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    verb = VERBS.get(name)
+    if verb is None:
+        print(f"robot-rl: error: unknown verb {name!r}; choose one of: {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    positionals, overrides, flags = split_args(rest)
+    if len(positionals) > len(verb.positionals):
+        extra = " ".join(positionals[len(verb.positionals):])
+        print(f"robot-rl: error: unexpected argument(s) {extra!r} for `{name}`; use key=value overrides",
+              file=sys.stderr)
+        return 2
+    try:
+        pos_overrides = [f"++{key}={value}" for key, value in zip(verb.positionals, positionals)]
+        flag_overrides = [f"++flags.{key}=true" for key in flags]
+        cfg = compose(config_name(verb, positionals), overrides + pos_overrides + flag_overrides)
+        module_name, func_name = verb.workflow.split(":")
+        module = importlib.import_module(f"robot_rl.workflows.{module_name}")
+        result = getattr(module, func_name)(cfg)
+    except UserError as exc:
+        if os.environ.get("ROBOT_RL_DEBUG"):
+            raise
+        print(f"robot-rl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robot-rl: interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, default=_json_default))
+    return 0
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

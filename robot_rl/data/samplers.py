@@ -1,0 +1,157 @@
+"""Batch samplers over a ReplayCache: n-step transitions and action-chunk windows, mixed by group.
+
+Conventions (one per store step t: obs_t, action_t, reward_t received after it, terminated_t/truncated_t):
+- An episode ending in termination needs no observation after its last step (no bootstrap). An episode that ended
+  otherwise (time limit, operator stop) stored no observation after its last step, so a window must leave one:
+  its last step is never an n-step start, and a chunk must end before it.
+- n-step: m = min(n, steps available); reward = sum_{k<m} gamma^k r_{t+k}; discount = gamma^m, or 0 when the
+  window reaches a terminal step; next_* = the keys at t+m.
+- chunk of H: actions a_{t:t+H} (steps past a terminal end are padded with the last action and masked),
+  reward = sum_{k<H} gamma^k r_{t+k} over valid steps, discount = gamma^H when s_{t+H} exists, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_rl.data.replay import GROUPS, ReplayCache
+from robot_rl.errors import UserError
+
+
+@dataclass
+class _IndexSets:
+    version: int
+    by_group: list[np.ndarray]
+    counts: dict[int, list[int]]  # batch size -> samples per group
+
+
+class _Sampler:
+    """Shared machinery: which starts are sampleable, and how many of a batch each group gets."""
+
+    def __init__(self, cache: ReplayCache, fractions: dict[str, float] | None, seed: int | None,
+                 next_keys: list[str] | None):
+        fractions = fractions or {"demo": 0.5, "online": 0.5}
+        unknown = [g for g in fractions if g not in GROUPS]
+        if unknown:
+            raise UserError(f"unknown sampling group {unknown[0]!r}; the groups are: {', '.join(GROUPS)}")
+        if any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+            raise UserError(f"sampling fractions must be non-negative and not all zero, got {fractions}")
+        self.cache = cache
+        self.fractions = np.array([float(fractions.get(g, 0.0)) for g in GROUPS])
+        self.rng = np.random.default_rng(seed)
+        self.keys = list(cache.spec)
+        self.next_keys = [k for k in self.keys if k.startswith("obs/")] if next_keys is None else list(next_keys)
+        self._index: _IndexSets | None = None
+
+    def _sampleable(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def index_sets(self) -> list[np.ndarray]:
+        """Sampleable start slots per group, rebuilt only when the cache changed."""
+        if self._index is None or self._index.version != self.cache.version:
+            ok = self.cache.valid & self._sampleable()
+            self._index = _IndexSets(self.cache.version, [np.flatnonzero(ok & (self.cache.group == g))
+                                                         for g in range(len(GROUPS))], {})
+        return self._index.by_group
+
+    def counts(self, batch_size: int) -> list[int]:
+        """Batch share of each group: the fractions, renormalized over the groups that have data."""
+        sets = self.index_sets()
+        cached = self._index.counts.get(batch_size)
+        if cached is not None:
+            return cached
+        weights = np.where([len(s) > 0 for s in sets], self.fractions, 0.0)
+        if weights.sum() <= 0:
+            raise UserError("the replay cache has no sampleable data for the requested groups "
+                            f"{dict(zip(GROUPS, self.fractions.tolist()))}; add episodes first")
+        raw = batch_size * weights / weights.sum()
+        counts = np.floor(raw).astype(int)
+        counts[np.argmax(raw - counts)] += batch_size - counts.sum()
+        self._index.counts[batch_size] = counts.tolist()
+        return self._index.counts[batch_size]
+
+    def sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start slots and their group index for one batch."""
+        sets, counts = self.index_sets(), self.counts(batch_size)
+        starts, groups = [], []
+        for g, count in enumerate(counts):
+            if count:
+                starts.append(sets[g][self.rng.integers(0, len(sets[g]), count)])
+                groups.append(np.full(count, g, np.int8))
+        if len(starts) == 1:
+            return starts[0], groups[0]
+        return np.concatenate(starts), np.concatenate(groups)
+
+
+class NStepSampler(_Sampler):
+    """Single transitions with n-step discounted returns and bootstrap discounts."""
+
+    def __init__(self, cache: ReplayCache, n: int = 1, gamma: float = 0.99, *,
+                 fractions: dict[str, float] | None = None, next_keys: list[str] | None = None,
+                 seed: int | None = None):
+        super().__init__(cache, fractions, seed, next_keys)
+        if n < 1:
+            raise UserError(f"n-step must be >= 1, got {n}")
+        self.n, self.gamma = n, gamma
+        self._powers = gamma ** np.arange(n + 1)
+
+    def _sampleable(self) -> np.ndarray:
+        return self.cache.ends_terminal | (self.cache.steps_left > 1)
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        cache = self.cache
+        idx, group = self.sample_starts(batch_size)
+        left = cache.steps_left[idx]
+        terminal = cache.ends_terminal[idx]
+        m = np.minimum(self.n, np.where(terminal, left, left - 1))
+        ks = np.arange(self.n)
+        window = np.minimum(idx[:, None] + ks, cache.capacity - 1)
+        valid = ks < m[:, None]
+        reward = (cache.data["reward"][window] * self._powers[:self.n] * valid).sum(axis=1)
+        reaches_end = terminal & (m == left)
+        discount = np.where(reaches_end, 0.0, self._powers[m])
+        next_idx = np.where(reaches_end, idx, idx + m)
+        batch = {key: cache.data[key][idx] for key in self.keys}
+        batch.update({f"next_{key}": cache.data[key][next_idx] for key in self.next_keys})
+        batch.update({"reward": reward.astype(np.float32), "discount": discount.astype(np.float32),
+                      "n_steps": m.astype(np.int32), "group": group})
+        return batch
+
+
+class ChunkSampler(_Sampler):
+    """Action-chunk windows of length H that never cross an episode end."""
+
+    def __init__(self, cache: ReplayCache, horizon: int, gamma: float = 0.99, *,
+                 fractions: dict[str, float] | None = None, next_keys: list[str] | None = None,
+                 chunk_keys: tuple[str, ...] = ("action",), seed: int | None = None):
+        super().__init__(cache, fractions, seed, next_keys)
+        if horizon < 1:
+            raise UserError(f"chunk horizon must be >= 1, got {horizon}")
+        missing = [k for k in chunk_keys if k not in cache.spec]
+        if missing:
+            raise UserError(f"chunk key {missing[0]!r} is not in the replay cache")
+        self.horizon, self.gamma, self.chunk_keys = horizon, gamma, tuple(chunk_keys)
+        self._powers = gamma ** np.arange(horizon + 1)
+
+    def _sampleable(self) -> np.ndarray:
+        return self.cache.ends_terminal | (self.cache.steps_left > self.horizon)
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        cache, H = self.cache, self.horizon
+        idx, group = self.sample_starts(batch_size)
+        left = cache.steps_left[idx]
+        ks = np.arange(H)
+        mask = ks < left[:, None]
+        window = idx[:, None] + np.minimum(ks, left[:, None] - 1)  # pad by repeating the last valid step
+        reward = (cache.data["reward"][window] * self._powers[:H] * mask).sum(axis=1)
+        bootstrap = left > H
+        next_idx = np.where(bootstrap, idx + H, idx)
+        batch = {key: cache.data[key][idx] for key in self.keys}
+        batch.update({f"{key}_chunk": cache.data[key][window] for key in self.chunk_keys})
+        batch.update({f"next_{key}": cache.data[key][next_idx] for key in self.next_keys})
+        batch.update({"chunk_mask": mask, "reward": reward.astype(np.float32),
+                      "discount": np.where(bootstrap, self._powers[H], 0.0).astype(np.float32),
+                      "group": group})
+        return batch

@@ -1,0 +1,74 @@
+"""`robot-rl demo` (behind `make demo`): the whole pipeline on small defaults, ending in `runs/<name>/report.md`.
+
+Stages run in order and each adds a section to the report. Stages that later issues bring (collect in a sim mirror,
+train a base policy, residual RL, ranking) plug in here as they land.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from robot_rl.data import EpisodeStore, make_step_schema, validate
+from robot_rl.workflows.data_tools import info
+from robot_rl.workflows.report import Report
+
+
+def data_stage(report: Report, run_dir: Path, episodes: int, seed: int) -> dict:
+    """Record a small synthetic store (the store's own check: write, validate, read back) and report it."""
+    rng = np.random.default_rng(seed)
+    root = run_dir / "data" / "synthetic"
+    schema = make_step_schema({"state": ((8,), "float32"), "image_front": ((32, 32, 3), "uint8")}, 4)
+    store = EpisodeStore.create(root, schema)
+    with store.writer() as writer:
+        for e in range(episodes):
+            length = int(rng.integers(20, 80))
+            takeover = rng.random() < 0.3
+            for t in range(length):
+                human = takeover and length // 3 <= t < length // 2
+                action = np.tanh(rng.standard_normal(4)).astype(np.float32)
+                writer.add_step({
+                    "obs/state": rng.standard_normal(8).astype(np.float32),
+                    "obs/image_front": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                    "action": action, "policy_action": action, "base_action": action,
+                    "residual_action": np.zeros(4, np.float32),
+                    "human_action": action if human else np.full(4, np.nan, np.float32),
+                    "intervention": human, "reward": float(t == length - 1), "terminated": t == length - 1,
+                    "truncated": False, "timestamp": time.time()})
+            writer.end_episode(success=bool(rng.random() < 0.6), source=("scripted", "teleop", "policy")[e % 3],
+                               task="Synthetic", policy_id="demo")
+    store.close()
+    checked = validate(str(root))
+    summary = info(str(root))
+    meta = EpisodeStore.open(root).meta
+    fig, path = report.figure("data_episode_lengths")
+    ax = fig.add_subplot(1, 1, 1)
+    for source in ("scripted", "teleop", "policy"):
+        ax.hist(meta["length"][meta["source"] == source], bins=10, alpha=0.6, label=source)
+    ax.set_xlabel("episode length (steps)")
+    ax.set_ylabel("episodes")
+    ax.legend()
+    report.add("Episode store", text=f"A synthetic store at `{root}`, written through the episode writer and checked "
+               "by `robot-rl data validate` (every invariant).",
+               table=[{"episodes": summary["episodes"], "steps": summary["steps"], "valid": checked["valid"],
+                       "success_rate": summary["success_rate"], "intervened_steps": summary["interventions"],
+                       **{f"source_{k}": v for k, v in summary["sources"].items()}}],
+               images=[report.save_figure(fig, path)])
+    return {"episodes": summary["episodes"], "steps": summary["steps"]}
+
+
+def run(cfg: DictConfig) -> dict:
+    name = cfg.name or time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.runs_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(run_dir, f"robot_rl demo: {name}")
+    results = {}
+    print("[demo] stage: episode store", file=sys.stderr)
+    results["data"] = data_stage(report, run_dir, cfg.data.episodes, cfg.seed)
+    path = report.write()
+    print(f"[demo] report: {path}", file=sys.stderr)
+    return {"run_dir": str(run_dir), "report": str(path), **results}

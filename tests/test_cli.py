@@ -1,0 +1,88 @@
+"""The `robot-rl` command as users run it: real subprocesses, exit codes, one-line errors, JSON last lines."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from conftest import write_episodes  # noqa: E402
+from crash_writer import SCHEMA  # noqa: E402
+
+from robot_rl.data import EpisodeStore  # noqa: E402
+
+
+def robot_rl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robot_rl.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "store"
+    store = EpisodeStore.create(root, SCHEMA)
+    write_episodes(store, range(5))
+    store.close()
+    return root
+
+
+def test_data_info_table_and_json(store_root):
+    table = robot_rl("data", "info", str(store_root))
+    assert table.returncode == 0, table.stderr
+    assert "episodes   5" in table.stdout and "obs/image_wrist" in table.stdout
+    as_json = robot_rl("data", "info", str(store_root), "--json")
+    summary = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 5 and summary["keys"]["obs/state"]["shape"] == [6]
+    assert summary["sources"] == {"scripted": 2, "teleop": 2, "policy": 1}
+
+
+def test_data_validate_ok_and_first_violation(store_root, tmp_path):
+    ok = robot_rl("data", "validate", str(store_root))
+    assert ok.returncode == 0 and "is valid (5 episodes" in ok.stdout
+    import shutil
+
+    import zarr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(store_root, broken)
+    zarr.open_group(str(broken), mode="r+")["meta/episodes/length"][1] = 999
+    bad = robot_rl("data", "validate", str(broken))
+    assert bad.returncode != 0
+    assert bad.stderr.strip().count("\n") == 0 and "episode 1 records length 999" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "info", "/nonexistent/store"], "does not exist"),
+    (["data", "frobnicate", "x"], "unknown data action 'frobnicate'"),
+    (["data", "info"], "missing ROOT"),
+    (["bench", "nope"], "unknown bench 'nope'"),
+    (["launch-rockets"], "unknown verb 'launch-rockets'"),
+    (["data", "info", "x", "y", "z"], "unexpected argument"),
+    (["demo", "no_such_key=1"], "bad configuration override"),
+])
+def test_bad_input_exits_non_zero_with_one_line(args, message):
+    result = robot_rl(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_bench_store_prints_one_json_object_last(tmp_path):
+    result = robot_rl("bench", "store", "episodes=2", "episode_length=30", "image_size=32", "sample_batches=20",
+                      "progress=false", f"dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("write_frames_per_s", "raw_write_frames_per_s", "write_ratio", "sample_batches_per_s"):
+        assert figures[key] > 0
+    assert not list(tmp_path.iterdir()), "the benchmark cleans up its temporary store"
+
+
+def test_demo_writes_a_report(tmp_path):
+    result = robot_rl("demo", "name=t", f"runs_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    report = Path(summary["report"]).read_text()
+    assert "## Episode store" in report and "| True |" in report
+    assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -118,8 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         print("robot-rl: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(json.dumps(result, default=_json_default))
+        print(json.dumps(_finite(result), default=_json_default))
     return 0
+
+
+def _finite(value):
+    """JSON has no inf or NaN: undefined figures (e.g. a Sharpe ratio over zero spread) are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(obj):

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import assert_episode_matches
+from store_checks import assert_episode_matches
 
 from robot_rl.data import EpisodeStore, ReplayCache
 

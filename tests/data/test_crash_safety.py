@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_episode_matches
+from store_checks import assert_episode_matches
 
 from robot_rl.data import EpisodeStore, validate
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import write_episodes
+from store_checks import write_episodes
 
 from robot_rl.data import ChunkSampler, EpisodeStore, NStepSampler, ReplayCache
 from robot_rl.errors import UserError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_episode_matches, write_episodes
+from store_checks import assert_episode_matches, write_episodes
 from crash_writer import CHUNK_BYTES, make_episode
 
 from robot_rl.data import EpisodeStore, make_step_schema, validate

@@ -111,7 +111,7 @@ class _WriterLock:
     def release(self) -> None:
         if self.handle == "remote":
             _REMOTE_WRITERS.discard(self.root)
-        elif self.handle is not None:
+        elif self.handle is not None and not self.handle.closed:
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
             self.handle.close()
         self.handle = None

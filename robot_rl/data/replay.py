@@ -59,6 +59,10 @@ class ReplayCache:
             raise UserError(f"store {store.root} has no key {missing[0]!r}; its keys are: {', '.join(store.schema)}")
         return cls(capacity, {k: (store.schema[k].shape, store.schema[k].dtype) for k in keys})
 
+    def episode_starts(self) -> np.ndarray:
+        """Slots of the first step of every live episode (the initial states a policy value is averaged over)."""
+        return np.array([episode.start for episode in self._episodes], dtype=np.int64)
+
     @property
     def size(self) -> int:
         return int(self.valid.sum())

@@ -8,6 +8,8 @@ Conventions (one per store step t: obs_t, action_t, reward_t received after it, 
   window reaches a terminal step; next_* = the keys at t+m.
 - chunk of H: actions a_{t:t+H} (steps past a terminal end are padded with the last action and masked),
   reward = sum_{k<H} gamma^k r_{t+k} over valid steps, discount = gamma^H when s_{t+H} exists, else 0.
+Batches also carry the cache slots `index` and `next_index`, so callers can look up per-slot precomputed values
+(e.g. the chunk an evaluated policy proposes at every state, computed once instead of every batch).
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class NStepSampler(_Sampler):
         batch = {key: cache.data[key][idx] for key in self.keys}
         batch.update({f"next_{key}": cache.data[key][next_idx] for key in self.next_keys})
         batch.update({"reward": reward.astype(np.float32), "discount": discount.astype(np.float32),
-                      "n_steps": m.astype(np.int32), "group": group})
+                      "n_steps": m.astype(np.int32), "group": group, "index": idx, "next_index": next_idx})
         return batch
 
 
@@ -153,5 +155,5 @@ class ChunkSampler(_Sampler):
         batch.update({f"next_{key}": cache.data[key][next_idx] for key in self.next_keys})
         batch.update({"chunk_mask": mask, "reward": reward.astype(np.float32),
                       "discount": np.where(bootstrap, self._powers[H], 0.0).astype(np.float32),
-                      "group": group})
+                      "group": group, "index": idx, "next_index": next_idx})
         return batch

@@ -61,6 +61,8 @@ def test_data_validate_ok_and_first_violation(store_root, tmp_path):
     (["launch-rockets"], "unknown verb 'launch-rockets'"),
     (["data", "info", "x", "y", "z"], "unexpected argument"),
     (["demo", "no_such_key=1"], "bad configuration override"),
+    (["collect", "task=Nope", "out=/tmp/never"], "unknown task 'Nope'; choose one of: BimanualHandover"),
+    (["collect", "variant.friction=-1", "out=/tmp/never"], "friction=-1.0 is invalid"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(args, message):
     result = robot_rl(*args)
@@ -85,4 +87,5 @@ def test_demo_writes_a_report(tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     report = Path(summary["report"]).read_text()
     assert "## Episode store" in report and "| True |" in report
+    assert "## Demonstrations" in report and summary["collect"]["success_rate"] >= 0.9
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000

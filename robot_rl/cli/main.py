@@ -10,11 +10,12 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from robot_rl.errors import UserError
+from robot_rl.errors import UserError, is_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -84,6 +85,11 @@ def compose(config_name: str, overrides: list[str]):
             return hydra_compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = re.search(r"Could not find '([\w/]+)/([^']+)'", first)
+        if missing and (CONFIG_DIR / missing.group(1)).is_dir():
+            group = missing.group(1)
+            choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            raise UserError(f"unknown {group} {missing.group(2)!r}; choose one of: {', '.join(choices)}") from exc
         raise UserError(f"bad configuration override: {first}") from exc
 
 
@@ -110,14 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         module_name, func_name = verb.workflow.split(":")
         module = importlib.import_module(f"robot_rl.workflows.{module_name}")
         result = getattr(module, func_name)(cfg)
-    except UserError as exc:
-        if os.environ.get("ROBOT_RL_DEBUG"):
+    except Exception as exc:
+        if not is_user_error(exc) or os.environ.get("ROBOT_RL_DEBUG"):
             raise
         print(f"robot-rl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("robot-rl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stderr.close()
+        return 0
     if result is not None:
         print(json.dumps(_finite(result), default=_json_default))
     return 0

@@ -1,0 +1,93 @@
+"""`robot-rl evaluate task=... checkpoint=expert|CKPT variant=... episodes=N`: success and return in a sim mirror.
+
+`evaluate_policy(...)` is the plain function that training callbacks, `robot-rl demo` and the tests call. A checkpoint
+runs through the chunk scheduler of the policy contract; its spec picks the task, cameras and image size.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+import sim
+from robot_rl.errors import UserError
+from robot_rl.workflows.collect import make_task_env, task_settings, variant_params
+
+
+def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20,
+                    variant: str | Mapping[str, Any] = "nominal", scheduler: str = "open_loop", seed: int = 0,
+                    noise: float = 0.0, fail_prob: float = 0.0, n_action_steps: int | None = None,
+                    task_settings: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Roll `policy` ("expert" or a checkpoint path) out for `episodes` episodes; returns success_rate, mean_return,
+    mean_length, episodes (and task, variant, policy). `noise`/`fail_prob` tune the expert; `scheduler` and
+    `n_action_steps` the chunk scheduler of a checkpoint."""
+    if episodes < 1:
+        raise UserError(f"episodes={episodes} must be at least 1")
+    if policy == "expert":
+        if not task:
+            raise UserError("give the task to evaluate the expert on, e.g. robot-rl evaluate task=PushCube")
+        env = make_task_env(task, variant, None, None, task_settings)
+        expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
+        act, reset, close = expert.act, lambda seed: expert.reset(), lambda: None
+    else:
+        env, act, reset, close = _checkpoint_actor(policy, task, variant, scheduler, n_action_steps, task_settings)
+    returns, lengths, successes = [], [], 0
+    try:
+        for episode in tqdm(range(episodes), desc=f"evaluate {env.robot.name}", unit="ep", file=sys.stderr,
+                            disable=not progress):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            reset(seed + episode)
+            total, t, done, success = 0.0, 0, False, False
+            while not done:
+                obs, reward, success, truncated, _ = env.step(act(obs))
+                total, t, done = total + reward, t + 1, success or truncated
+            returns.append(total)
+            lengths.append(t)
+            successes += int(success)
+    finally:
+        close()
+        env.close()
+    return {"success_rate": successes / episodes, "mean_return": float(np.mean(returns)),
+            "mean_length": float(np.mean(lengths)), "episodes": episodes, "task": env.robot.name,
+            "variant": env.variant.name, "policy": policy}
+
+
+def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, Any], mode: str,
+                      n_action_steps: int | None, task_settings: Mapping[str, Any] | None
+                      ) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
+    """The env a checkpoint was made for, and (act, reset, close) that run it through the chunk scheduler."""
+    from robot_rl.policies import ChunkScheduler, load_policy  # lazy: torch only when a checkpoint is evaluated
+
+    if not Path(path).is_file():
+        raise UserError(f"policy {path!r} is neither 'expert' nor a checkpoint file; give policy=expert or a path")
+    policy = load_policy(path)
+    spec = policy.spec
+    task = task or spec.task
+    if not task:
+        raise UserError(f"{path} does not record its task; give task=NAME")
+    cameras = [key.removeprefix("image_") for key in spec.image_keys()]
+    image_size = tuple(spec.obs_shapes[f"image_{cameras[0]}"][:2]) if cameras else None
+    env = make_task_env(task, variant, cameras, image_size, task_settings)
+    obs_shapes = {key: shape for key, (shape, _) in env.robot.obs_spec.items() if key in spec.obs_keys}
+    spec.check_matches(task=task, action_dim=env.robot.action_dim, obs_shapes=obs_shapes, source=path)
+    if abs(spec.rate_hz - env.robot.control_hz) > 1e-6:
+        raise UserError(f"{path} runs at {spec.rate_hz} Hz but {task} is controlled at {env.robot.control_hz} Hz; "
+                        f"set task.control_hz={spec.rate_hz}")
+    runner = ChunkScheduler(policy, mode=mode, n_action_steps=n_action_steps)
+    return env, lambda obs: runner.step(obs)[0], runner.reset, runner.close
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    task_cfg = cfg.get("task")
+    return evaluate_policy(task=task_cfg.name if task_cfg is not None else None, policy=str(cfg.checkpoint),
+                           episodes=int(cfg.episodes), variant=variant_params(cfg.variant),
+                           scheduler=str(cfg.scheduler), seed=int(cfg.seed), noise=float(cfg.expert.noise),
+                           fail_prob=float(cfg.expert.fail_prob), n_action_steps=cfg.get("n_action_steps"),
+                           task_settings=task_settings(task_cfg) if task_cfg is not None else None,
+                           progress=bool(cfg.progress))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from store_checks import write_episodes  # noqa: E402
 from crash_writer import SCHEMA  # noqa: E402
+from store_checks import write_episodes  # noqa: E402
 
 from robot_rl.data import EpisodeStore  # noqa: E402
 

@@ -69,7 +69,7 @@ def config_name(verb: Verb, positionals: list[str]) -> str:
         raise UserError(f"missing argument {exc.args[0].upper()}; see `robot-rl --help`") from exc
     if not (CONFIG_DIR / f"{name}.yaml").is_file():
         choices = sorted(p.stem.replace("_", "-") for p in (CONFIG_DIR / Path(name).parent).glob("*.yaml"))
-        raise UserError(f"unknown {Path(name).parent or 'config'} {Path(name).name!r}; choose one of: {', '.join(choices)}")
+        raise UserError(f"unknown {Path(name).parent} {Path(name).name!r}; choose one of: {', '.join(choices)}")
     return name
 
 

@@ -22,6 +22,7 @@ DEMO_SOURCES = ("scripted", "teleop")
 class _Episode:
     start: int
     length: int
+    version: int  # cache version right after it was added: samplers precompute per-episode values once
 
 
 class ReplayCache:
@@ -58,6 +59,10 @@ class ReplayCache:
         if missing:
             raise UserError(f"store {store.root} has no key {missing[0]!r}; its keys are: {', '.join(store.schema)}")
         return cls(capacity, {k: (store.schema[k].shape, store.schema[k].dtype) for k in keys})
+
+    def episodes_since(self, version: int) -> list[tuple[int, int]]:
+        """(start, length) of the live episodes added after cache version `version`."""
+        return [(e.start, e.length) for e in self._episodes if e.version > version]
 
     def episode_starts(self) -> np.ndarray:
         """Slots of the first step of every live episode (the initial states a policy value is averaged over)."""
@@ -96,9 +101,9 @@ class ReplayCache:
             group[np.asarray(steps["intervention"], bool)] = GROUPS.index("demo")
         self.group[start:stop] = group
         self.valid[start:stop] = True
-        self._episodes.append(_Episode(start, length))
         self._head = stop
         self.version += 1
+        self._episodes.append(_Episode(start, length, self.version))
 
     def _evict(self, start: int, stop: int) -> None:
         """Remove every live episode that overlaps slots [start, stop)."""

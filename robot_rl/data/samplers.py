@@ -88,7 +88,11 @@ class _Sampler:
 
 
 class NStepSampler(_Sampler):
-    """Single transitions with n-step discounted returns and bootstrap discounts."""
+    """Single transitions with n-step discounted returns and bootstrap discounts.
+
+    Each slot's return, discount and next slot depend only on its own episode, so they are computed once when the
+    episode enters the cache; a batch is then a handful of gathers.
+    """
 
     def __init__(self, cache: ReplayCache, n: int = 1, gamma: float = 0.99, *,
                  fractions: dict[str, float] | None = None, next_keys: list[str] | None = None,
@@ -97,28 +101,47 @@ class NStepSampler(_Sampler):
         if n < 1:
             raise UserError(f"n-step must be >= 1, got {n}")
         self.n, self.gamma = n, gamma
-        self._powers = gamma ** np.arange(n + 1)
+        self._return = np.zeros(cache.capacity, np.float32)
+        self._discount = np.zeros(cache.capacity, np.float32)
+        self._next = np.zeros(cache.capacity, np.int64)
+        self._steps = np.zeros(cache.capacity, np.int32)
+        self._seen_version = -1
+        self._gathered = [k for k in self.keys if k not in ("reward", "terminated")]
 
     def _sampleable(self) -> np.ndarray:
         return self.cache.ends_terminal | (self.cache.steps_left > 1)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def _precompute(self) -> None:
+        """Returns, discounts and next slots of the episodes added since the last look."""
         cache = self.cache
+        if self._seen_version == cache.version:
+            return
+        powers = self.gamma ** np.arange(self.n + 1)
+        for start, length in cache.episodes_since(self._seen_version):
+            t = np.arange(length)
+            left = length - t
+            terminal = bool(cache.ends_terminal[start])
+            m = np.minimum(self.n, left if terminal else np.maximum(left - 1, 0))
+            rewards = cache.data["reward"][start:start + length].astype(np.float64)
+            ks = np.arange(self.n)
+            window = np.minimum(t[:, None] + ks, length - 1)
+            self._return[start:start + length] = (rewards[window] * powers[:self.n] * (ks < m[:, None])).sum(1)
+            reaches_end = terminal & (m == left)
+            self._discount[start:start + length] = np.where(reaches_end, 0.0, powers[m])
+            self._next[start:start + length] = start + np.where(reaches_end, t, t + m)
+            self._steps[start:start + length] = m
+        self._seen_version = cache.version
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        self._precompute()
+        data = self.cache.data
         idx, group = self.sample_starts(batch_size)
-        left = cache.steps_left[idx]
-        terminal = cache.ends_terminal[idx]
-        m = np.minimum(self.n, np.where(terminal, left, left - 1))
-        ks = np.arange(self.n)
-        window = np.minimum(idx[:, None] + ks, cache.capacity - 1)
-        valid = ks < m[:, None]
-        reward = (cache.data["reward"][window] * self._powers[:self.n] * valid).sum(axis=1)
-        reaches_end = terminal & (m == left)
-        discount = np.where(reaches_end, 0.0, self._powers[m])
-        next_idx = np.where(reaches_end, idx, idx + m)
-        batch = {key: cache.data[key][idx] for key in self.keys}
-        batch.update({f"next_{key}": cache.data[key][next_idx] for key in self.next_keys})
-        batch.update({"reward": reward.astype(np.float32), "discount": discount.astype(np.float32),
-                      "n_steps": m.astype(np.int32), "group": group, "index": idx, "next_index": next_idx})
+        next_idx = self._next[idx]
+        batch = {key: data[key][idx] for key in self._gathered}
+        for key in self.next_keys:
+            batch[f"next_{key}"] = data[key][next_idx]
+        batch.update({"reward": self._return[idx], "discount": self._discount[idx], "n_steps": self._steps[idx],
+                      "group": group, "index": idx, "next_index": next_idx})
         return batch
 
 

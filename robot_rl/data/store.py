@@ -457,7 +457,8 @@ class EpisodeWriter:
             open_chunk.fill += 1
             if open_chunk.fill == len(open_chunk.buffer):  # full: write it in the background, start the next one
                 self._submit(self._write_chunks, [(f"data/{key}", open_chunk.start, open_chunk.buffer)])
-                self._data[key] = _OpenChunk(np.zeros_like(open_chunk.buffer), open_chunk.start + len(open_chunk.buffer), 0)
+                next_start = open_chunk.start + len(open_chunk.buffer)
+                self._data[key] = _OpenChunk(np.zeros_like(open_chunk.buffer), next_start, 0)
         self._steps += 1
 
     def _submit(self, fn, *args) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_checks import assert_episode_matches, write_episodes
 from crash_writer import CHUNK_BYTES, make_episode
+from store_checks import assert_episode_matches, write_episodes
 
 from robot_rl.data import EpisodeStore, make_step_schema, validate
 from robot_rl.errors import UserError

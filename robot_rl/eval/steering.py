@@ -1,0 +1,41 @@
+"""Value-guided steering (V-GPS): sample K chunks from a stochastic base policy, execute the one the critic prefers.
+
+The critic is a fitted chunked-TD evaluator. Scores are the pessimistic (minimum over heads) Q, so steering prefers
+chunks every head agrees are good, and never chases one head's optimism. `temperature = 0` takes the argmax;
+`temperature > 0` samples from softmax(Q / temperature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from robot_rl.errors import UserError
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator
+
+
+class SteeredPolicy:
+    """Wraps `sample(obs_batch) -> chunks (B, H', A)` (a stochastic policy) into a value-steered policy."""
+
+    def __init__(self, sample: Callable[[dict[str, np.ndarray]], np.ndarray], evaluator: ChunkedTDEvaluator,
+                 k: int = 16, temperature: float = 0.0, seed: int = 0):
+        if k < 1:
+            raise UserError(f"steering needs k >= 1 sampled chunks, got {k}")
+        self.sample, self.evaluator, self.k, self.temperature = sample, evaluator, k, temperature
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        name = self.evaluator.cfg.obs_key.removeprefix("obs/")
+        batch = len(obs[name])
+        repeated = {key: np.repeat(value, self.k, axis=0) for key, value in obs.items()}
+        chunks = np.asarray(self.sample(repeated))  # (B * K, H', A), the K samples of each state in a row
+        H = self.evaluator.cfg.horizon
+        scores = self.evaluator.q_values(repeated[name], chunks[:, :H]).min(axis=0).reshape(batch, self.k)
+        if self.temperature > 0:
+            logits = (scores - scores.max(axis=1, keepdims=True)) / self.temperature
+            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            pick = np.array([self.rng.choice(self.k, p=p) for p in probs])
+        else:
+            pick = scores.argmax(axis=1)
+        return chunks.reshape(batch, self.k, *chunks.shape[1:])[np.arange(batch), pick]

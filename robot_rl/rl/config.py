@@ -1,0 +1,152 @@
+"""One dataclass for every learner recipe: `configs/residual/<recipe>.yaml` maps onto `AgentConfig`.
+
+A recipe (ours, ResFiT's TD3, SAC from scratch) is only a set of values here, so the recipes run on the same code and
+differ only where their config says so. Units: actions are normalized to [-1, 1]; residual noise and entropy targets
+are in *normalized residual* units (fractions of `scale`), so they keep their meaning when `scale` changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robot_rl.errors import UserError
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "residual"
+
+
+@dataclass
+class NetworkConfig:
+    """Trunk size. With `AgentConfig.bounded` a block is SimbaV2's (two projected linear maps, LERP residual on the
+    unit sphere); without it a block is one Dense + LayerNorm + ReLU layer (ResFiT's MLP)."""
+
+    hidden_dim: int = 256
+    num_blocks: int = 1
+    expansion: int = 4  # width multiplier inside a bounded block (SimbaV2 uses 4)
+    layer_norm: bool = True  # unbounded trunk only: LayerNorm after each Dense (ResFiT: crucial); False = bare MLP
+
+
+@dataclass
+class CriticConfig(NetworkConfig):
+    num_critics: int = 2  # vmapped ensemble heads
+    num_min: int = 2  # target = min over this many randomly chosen heads (REDQ; = num_critics for clipped double Q)
+    actor_agg: str = "min"  # how the actor aggregates the heads: "min" (SAC) or "mean" (REDQ)
+    categorical: bool = False  # distributional critic: cross-entropy on a fixed support
+    num_bins: int = 101
+    v_min: float = -5.0
+    v_max: float = 5.0
+
+
+@dataclass
+class AgentConfig:
+    name: str = "ours"
+    algo: str = "sac"  # "sac" (stochastic actor, learned temperature) or "td3" (deterministic actor, noise)
+    # residual composition: executed action = clip(base + scale * tanh(u), -1, 1)
+    enabled: bool = True  # False: plain RL from scratch on the same code (no base policy, scale 1)
+    scale: float = 0.1
+    progressive_steps: int = 0  # Policy Decorator: apply the residual with prob min(step / this, 1); 0 = always
+    # networks
+    bounded: bool = True  # ablation switch: False = plain MLP + LayerNorm, no weight projection
+    actor: NetworkConfig = field(default_factory=NetworkConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    # targets
+    gamma: float = 0.99
+    n_step: int = 3  # read by the batch sampler: batches carry n-step rewards and gamma^m * not-terminal discounts
+    tau: float = 0.005
+    reward_scaling: bool = False  # divide rewards by the return-based scale (SimbaV2) so values fit the support
+    g_max: float = 5.0
+    # optimization
+    batch_size: int = 256
+    utd: int = 1  # critic updates per env step, all in one jitted call
+    actor_every: int = 1  # actor (and temperature) update every k update calls
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    max_grad_norm: float = 1.0  # global-norm clip, a hard bound on every step
+    # SAC temperature; target entropy = 0.5 * |A| * log(2 pi e std^2) in normalized residual units
+    init_temperature: float = 0.1
+    learn_temperature: bool = True
+    target_entropy_std: float = 0.3  # < 0.48: a tanh-squashed residual in [-1, 1] cannot be more spread than uniform
+    init_std: float = 0.3  # initial policy std in normalized residual units
+    # TD3 noise, normalized residual units
+    explore_std: float = 0.5
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    # data and schedule
+    demo_fraction: float = 0.5  # symmetric sampling: share of each batch from demos + interventions
+    warmup_steps: int = 1000  # env steps executing base + uniform noise before any update
+    warmup_noise: float = 0.2  # half-width of that noise, action units
+    critic_warmup_updates: int = 0  # critic-only gradient steps run once the env warm-up ends
+
+    def __post_init__(self) -> None:
+        if isinstance(self.actor, dict):
+            self.actor = _build(NetworkConfig, self.actor, "actor")
+        if isinstance(self.critic, dict):
+            self.critic = _build(CriticConfig, self.critic, "critic")
+        self.validate()
+
+    @property
+    def residual_scale(self) -> float:
+        """From scratch the actor spans the whole action box."""
+        return self.scale if self.enabled else 1.0
+
+    def target_entropy(self, action_dim: int) -> float:
+        return 0.5 * action_dim * math.log(2 * math.pi * math.e * self.target_entropy_std**2)
+
+    def validate(self) -> None:
+        checks = [
+            (self.algo in ("sac", "td3"), f"algo={self.algo!r}; use sac or td3"),
+            (0 < self.scale <= 2, f"scale={self.scale}; use a residual scale in (0, 2]"),
+            (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),
+            (self.n_step >= 1, f"n_step={self.n_step}; use n_step >= 1"),
+            (self.utd >= 1 and self.actor_every >= 1, "utd and actor_every must be >= 1"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}; use a positive batch size"),
+            (1 <= self.critic.num_min <= self.critic.num_critics,
+             f"critic.num_min={self.critic.num_min}; use 1..critic.num_critics ({self.critic.num_critics})"),
+            (self.critic.actor_agg in ("min", "mean"), f"critic.actor_agg={self.critic.actor_agg!r}; use min or mean"),
+            (self.critic.v_min < self.critic.v_max and self.critic.num_bins >= 2, "critic support needs v_min < v_max"),
+            (0.0 <= self.demo_fraction <= 1.0, f"demo_fraction={self.demo_fraction}; use a fraction in [0, 1]"),
+            (self.init_std > 0 and self.target_entropy_std > 0, "init_std and target_entropy_std must be > 0"),
+            (self.target_entropy(1) < math.log(2.0), f"target_entropy_std={self.target_entropy_std} asks for more "
+             "entropy than a uniform residual has; use a value below 0.48"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"bad residual recipe {self.name!r}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AgentConfig:
+        """Build from a plain dict (a Hydra group turned into a container); unknown keys are a user error."""
+        return _build(cls, dict(values), "residual")
+
+
+def _build(cls: type, values: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown {where} key(s) {unknown}; known keys: {sorted(names)}")
+    return cls(**values)
+
+
+def load_recipe(name: str, **overrides: Any) -> AgentConfig:
+    """Read `configs/residual/<name>.yaml` (without Hydra, for tests and plain Python callers)."""
+    from omegaconf import OmegaConf
+
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        choices = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+        raise UserError(f"unknown residual recipe {name!r}; choose one of: {choices}")
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    for key, value in overrides.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            values.setdefault(head, {})[tail] = value
+        else:
+            values[key] = value
+    return AgentConfig.from_dict(values)

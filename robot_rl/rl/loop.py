@@ -1,0 +1,252 @@
+"""The residual RL training loop, straight-line like CleanRL: act, step, store, update, evaluate.
+
+Everything concrete comes in as an argument, so the `train-residual` workflow can plug in sim mirrors, torch base
+policies and the store's samplers: `envs` is a gymnasium env or vector env (same-step autoreset), `base` maps a batch
+of observations to a batch of base actions (NumPy in and out; None from scratch; see `StatefulBase` for bases with
+per-env state), `replay` receives every online step (`add`) and `sample(n)` returns n-step batches (pass a
+source-mixing sampler to train on demos + online data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from robot_rl.errors import UserError
+from robot_rl.rl.agent import ResidualAgent, TrainState, new_key
+from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.replay import NStepReplay
+from robot_rl.rl.residual import compose_action, progressive_mask
+from robot_rl.rl.reward_scaling import ReturnScaler
+
+BasePolicy = Callable[[Any], np.ndarray]
+
+
+class StatefulBase(Protocol):
+    """A base policy with per-env state (e.g. a chunk queue): `reset(mask)` is called when those envs' episodes end,
+    before the base sees their first observations."""
+
+    def __call__(self, obs: Any) -> np.ndarray: ...
+    def reset(self, mask: np.ndarray) -> None: ...
+
+
+class Replay(Protocol):
+    def add(self, step: dict[str, np.ndarray]) -> None: ...
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class LoopConfig:
+    total_steps: int = 10_000  # online env steps summed over the vector envs, warm-up included
+    seed: int = 0
+    eval_every: int = 0  # env steps between evaluations (0: only before and after training)
+    eval_episodes: int = 10
+    log_every: int = 1000  # env steps between metric records
+    replay_capacity: int = 200_000
+    obs_key: str | None = None  # dict observations: the flat vector the networks read (e.g. "state")
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end, if checkpoint_dir is set)
+    resume: bool = False  # continue from checkpoint_dir's latest checkpoint
+
+
+@dataclass
+class TrainResult:
+    agent: ResidualAgent
+    state: TrainState
+    env_steps: int
+    evals: list[dict] = field(default_factory=list)  # {"env_steps", "success", "return", "episodes"}
+    logs: list[dict] = field(default_factory=list)
+
+
+def as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
+    """A single env becomes a one-env vector env; a vector env must reset in the same step (final obs in info)."""
+    if not isinstance(env, gym.vector.VectorEnv):
+        return gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    mode = env.metadata.get("autoreset_mode")
+    if mode not in (gym.vector.AutoresetMode.SAME_STEP, "SameStep"):
+        raise UserError(f"vector env uses autoreset mode {mode}; build it with autoreset_mode=AutoresetMode.SAME_STEP "
+                        "so the final observation of each episode reaches the learner")
+    return env
+
+
+def flat_obs(obs: Any, obs_key: str | None) -> np.ndarray:
+    if isinstance(obs, dict):
+        if obs_key is None or obs_key not in obs:
+            raise UserError(f"dict observations {sorted(obs)} need obs_key set to the vector the learner reads")
+        obs = obs[obs_key]
+    return np.asarray(obs, np.float32)
+
+
+def base_actions(base: BasePolicy | None, obs: Any, num_envs: int, action_dim: int) -> np.ndarray:
+    if base is None:
+        return np.zeros((num_envs, action_dim), np.float32)
+    action = np.asarray(base(obs), np.float32)
+    if action.shape != (num_envs, action_dim):
+        raise UserError(f"base policy returned shape {action.shape}, expected {(num_envs, action_dim)}; "
+                        "it must map a batch of observations to a batch of actions")
+    return action
+
+
+def reset_base(base: BasePolicy | None, mask: np.ndarray) -> None:
+    if mask.any() and hasattr(base, "reset"):
+        base.reset(mask)
+
+
+def final_base_actions(base: BasePolicy | None, final_obs: Any, truncated: np.ndarray,
+                       last_base: np.ndarray) -> np.ndarray:
+    """Base actions at the final observations, for truncated episodes to bootstrap from (terminated ones do not).
+    A stateless base is asked; a stateful one (with `reset(mask)`, e.g. open-loop action chunks) would advance every
+    env's queue, so its last action stands in."""
+    if base is None or not truncated.any() or hasattr(base, "reset"):
+        return last_base
+    return base_actions(base, final_obs, len(truncated), last_base.shape[-1])
+
+
+def true_next_obs(next_obs: Any, info: dict, done: np.ndarray) -> Any:
+    """Where an episode ended, same-step autoreset put the reset obs in `next_obs` and the real one in info."""
+    if not done.any():
+        return next_obs
+    final = info["final_obs"]
+    if isinstance(next_obs, dict):
+        return {k: np.stack([final[i][k] if done[i] else v[i] for i in range(len(done))]) for k, v in next_obs.items()}
+    return np.stack([final[i] if done[i] else next_obs[i] for i in range(len(done))])
+
+
+def evaluate(envs: gym.vector.VectorEnv, episodes: int, base: BasePolicy | None, agent: ResidualAgent | None = None,
+             state: TrainState | None = None, obs_key: str | None = None, seed: int = 0) -> dict[str, float]:
+    """Success rate (an episode succeeds when it terminates: reward on success, termination on success) and mean
+    return of the deterministic policy; with `agent=None`, of the base alone."""
+    envs = as_vector_env(envs)
+    n, action_dim = envs.num_envs, envs.single_action_space.shape[0]
+    per_env = math.ceil(episodes / n)  # a fixed count per env: stopping at the first `episodes` finished ones
+    returns = [[] for _ in range(n)]   # would over-sample short (often successful) episodes
+    successes = [[] for _ in range(n)]
+    ep_return = np.zeros(n)
+    obs, _ = envs.reset(seed=seed)
+    reset_base(base, np.ones(n, bool))
+    while min(len(r) for r in returns) < per_env:
+        action = base_actions(base, obs, n, action_dim)
+        if agent is not None:
+            action = compose_action(action, agent.act(state, flat_obs(obs, obs_key), action, deterministic=True))
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        reset_base(base, terminated | truncated)
+        ep_return += reward
+        for i in np.flatnonzero(terminated | truncated):
+            if len(returns[i]) < per_env:
+                returns[i].append(float(ep_return[i]))
+                successes[i].append(bool(terminated[i]))
+            ep_return[i] = 0.0
+    return {"success": float(np.mean(successes)), "return": float(np.mean(returns)), "episodes": per_env * n}
+
+
+def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConfig, base: BasePolicy | None = None,
+          replay: Replay | None = None, sample: Callable[[int], dict] | None = None,
+          eval_envs: gym.vector.VectorEnv | None = None, eval_base: BasePolicy | None = None,
+          demo_rewards: Sequence[np.ndarray] = (), on_record: Callable[[str, dict], None] | None = None) -> TrainResult:
+    """Run residual RL for `loop.total_steps` env steps. `on_record(kind, record)` sees every "log" and "eval"
+    record as it is made (for CSV / TensorBoard / progress bars in the workflow). `demo_rewards` (one reward array
+    per demo episode) seed the return-based reward scale, so it is right before the first online success.
+    `eval_base` (default: `base`) must be a separate instance when the base keeps per-env state."""
+    if cfg.enabled and base is None:
+        raise UserError("a residual recipe needs a base policy; pass base=... or set residual.enabled=false")
+    envs = as_vector_env(envs)
+    eval_base = base if eval_base is None else eval_base
+    num_envs, action_dim = envs.num_envs, envs.single_action_space.shape[0]
+    obs, _ = envs.reset(seed=loop.seed)
+    obs_dim = flat_obs(obs, loop.obs_key).shape[-1]
+    agent = ResidualAgent(cfg, obs_dim, action_dim)
+    state = agent.init(loop.seed)
+    replay = replay or NStepReplay(loop.replay_capacity, num_envs, obs_dim, action_dim, cfg.n_step, cfg.gamma,
+                                   loop.seed)
+    sample = sample or replay.sample
+    scaler = ReturnScaler(num_envs, cfg.gamma, cfg.g_max)
+    for rewards in demo_rewards:
+        scaler.update_episode(rewards)
+    rng = np.random.default_rng(loop.seed)
+    act_key = new_key(loop.seed + 1)
+    result = TrainResult(agent, state, 0)
+    start_iter, update_calls = 0, 0
+    if loop.resume and loop.checkpoint_dir and latest_checkpoint(loop.checkpoint_dir):
+        state, sidecar = load_checkpoint(loop.checkpoint_dir, state)
+        start_iter, update_calls = sidecar["meta"]["iteration"], sidecar["meta"]["update_calls"]
+        scaler.load_state_dict(sidecar["meta"]["reward_scaler"])
+
+    def record(kind: str, values: dict) -> None:
+        (result.evals if kind == "eval" else result.logs).append(values)
+        if on_record is not None:
+            on_record(kind, values)
+
+    def checkpoint(iteration: int) -> None:
+        meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
+                "update_calls": update_calls, "env_steps": iteration * num_envs,
+                "reward_scaler": scaler.state_dict()}
+        save_checkpoint(loop.checkpoint_dir, state, meta, step=iteration * num_envs)
+
+    if eval_envs is not None and start_iter == 0:
+        record("eval", {"env_steps": 0, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
+                                                   loop.obs_key, loop.seed)})
+    reset_base(base, np.ones(num_envs, bool))
+    base_action = base_actions(base, obs, num_envs, action_dim)
+    critic_warm = start_iter * num_envs >= cfg.warmup_steps
+    iterations = math.ceil(loop.total_steps / num_envs)
+    for it in range(start_iter, iterations):
+        env_steps = it * num_envs
+        # act: base + uniform noise while warming up, then base + residual (progressively, if configured)
+        if env_steps < cfg.warmup_steps:
+            noise = rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, (num_envs, action_dim)).astype(np.float32)
+            action = compose_action(base_action, noise)
+        else:
+            residual = agent.act(state, flat_obs(obs, loop.obs_key), base_action, act_key, it)
+            residual = residual * progressive_mask(rng, num_envs, env_steps, cfg.progressive_steps)
+            action = compose_action(base_action, residual)
+        next_obs, reward, terminated, truncated, info = envs.step(action)
+        done = terminated | truncated
+        real_next = true_next_obs(next_obs, info, done)
+        real_next_base = final_base_actions(base, real_next, truncated & ~terminated, base_action)
+        reset_base(base, done)
+        next_base = base_actions(base, next_obs, num_envs, action_dim)
+        real_next_base = np.where(done[:, None], real_next_base, next_base)
+        replay.add({"obs": flat_obs(obs, loop.obs_key), "base_action": base_action, "action": action,
+                    "reward": reward, "terminated": terminated, "truncated": truncated,
+                    "next_obs": flat_obs(real_next, loop.obs_key), "next_base_action": real_next_base})
+        scaler.update(reward, done)
+        obs, base_action = next_obs, next_base
+
+        # learn: one jitted call per env step (utd critic updates + actor), critic-only warm-up first
+        env_steps = (it + 1) * num_envs
+        reward_scale = scaler.scale if cfg.reward_scaling else 1.0
+        metrics = None
+        if env_steps >= cfg.warmup_steps and len(replay) >= cfg.batch_size:
+            if not critic_warm:
+                for _ in range(math.ceil(cfg.critic_warmup_updates / cfg.utd)):
+                    state, _ = agent.update(state, sample(cfg.utd * cfg.batch_size), reward_scale, update_actor=False)
+                critic_warm = True
+            for _ in range(num_envs):
+                update_actor = update_calls % cfg.actor_every == 0
+                state, metrics = agent.update(state, sample(cfg.utd * cfg.batch_size), reward_scale, update_actor)
+                update_calls += 1
+
+        if metrics is not None and env_steps % loop.log_every < num_envs:
+            record("log", {"env_steps": env_steps, "reward_scale": reward_scale,
+                           **{k: float(v) for k, v in metrics.items()}})
+        if eval_envs is not None and loop.eval_every and env_steps % loop.eval_every < num_envs:
+            record("eval", {"env_steps": env_steps, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
+                                                               loop.obs_key, loop.seed)})
+        if loop.checkpoint_dir and loop.checkpoint_every and env_steps % loop.checkpoint_every < num_envs:
+            checkpoint(it + 1)
+
+    if loop.checkpoint_dir:
+        checkpoint(iterations)
+    final_steps = iterations * num_envs
+    if eval_envs is not None and not (result.evals and result.evals[-1]["env_steps"] == final_steps):
+        record("eval", {"env_steps": final_steps, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
+                                                             loop.obs_key, loop.seed)})
+    result.state, result.env_steps = state, final_steps
+    return result

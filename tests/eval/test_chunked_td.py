@@ -1,0 +1,106 @@
+"""The chunked-TD evaluator on a small MDP with known true values: estimates converge to them and rank policies."""
+
+import numpy as np
+import pytest
+
+from robot_rl.data import ReplayCache
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
+
+GAMMA, GOAL, SPEED, MAX_STEPS = 0.95, 1.0, 0.1, 40
+SPEC = {"obs/state": ((1,), np.float32), "action": ((1,), np.float32), "reward": ((), np.float32),
+        "terminated": ((), bool)}
+
+
+def rollout(policy, rng, start=0.0):
+    """A 1-D line: x' = x + SPEED * a; reward 1 and termination on reaching GOAL; time limit MAX_STEPS."""
+    x, steps = start, []
+    for _ in range(MAX_STEPS):
+        a = float(np.clip(policy(x, rng), -1, 1))
+        x_next = x + SPEED * a
+        done = x_next >= GOAL - 1e-6
+        steps.append((x, a, float(done), done))
+        x = x_next
+        if done:
+            break
+    return {"obs/state": np.array([[s[0]] for s in steps], np.float32),
+            "action": np.array([[s[1]] for s in steps], np.float32),
+            "reward": np.array([s[2] for s in steps], np.float32), "terminated": np.array([s[3] for s in steps])}
+
+
+def true_value(speed_fraction):
+    """A constant action a reaches the goal after ceil(GOAL / (SPEED * a)) steps: value gamma^(steps - 1)."""
+    steps = int(np.ceil(GOAL / (SPEED * speed_fraction) - 1e-9))
+    return GAMMA ** (steps - 1) if steps <= MAX_STEPS else 0.0
+
+
+@pytest.fixture(scope="module")
+def cache():
+    rng = np.random.default_rng(0)
+    cache = ReplayCache(50_000, SPEC)
+    for _ in range(150):  # behaviour: noisy forward motion of varied speed (mixed quality)
+        speed = rng.uniform(0.2, 1.0)
+        cache.add_episode(rollout(lambda x, r, s=speed: s + r.normal(0, 0.4), rng), "policy")
+    for _ in range(50):
+        cache.add_episode(rollout(lambda x, r: 1.0, rng), "scripted")
+    return cache
+
+
+def constant_policy(a, horizon=8):
+    return lambda obs: np.full((len(obs["state"]), horizon, 1), a, np.float32)
+
+
+def test_estimates_converge_to_true_values_and_rank(cache):
+    cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=3, hidden_dim=64, updates=600, updates_per_call=300,
+                          batch_size=128, tau=0.02)
+    evaluator = ChunkedTDEvaluator(cfg, cache)
+    speeds = [1.0, 0.7, 0.5]
+    estimates = [evaluator.fit(constant_policy(a)) for a in speeds]
+    truths = [true_value(a) for a in speeds]
+    for est, truth in zip(estimates, truths):
+        assert abs(est.value - truth) < 0.08, (est.value, truth)
+        assert est.pessimistic <= est.value and est.spread >= 0
+    assert [e.value for e in estimates] == sorted([e.value for e in estimates], reverse=True)
+    assert estimates[0].losses[-1] < estimates[0].losses[0]
+
+
+def test_per_step_fqe_is_horizon_one(cache):
+    cfg = EvaluatorConfig(horizon=1, gamma=GAMMA, num_critics=2, hidden_dim=64, updates=1200, updates_per_call=600,
+                          batch_size=128, tau=0.05)
+    est = ChunkedTDEvaluator(cfg, cache).fit(constant_policy(1.0, horizon=1))
+    assert abs(est.value - true_value(1.0)) < 0.1
+
+
+def test_monte_carlo_baseline_by_hand():
+    cache = ReplayCache(100, SPEC)
+    for length in (3, 5):
+        cache.add_episode(rollout(lambda x, r: 1.0, None, start=GOAL - SPEED * length), "policy")
+    assert mc_value(cache, GAMMA) == pytest.approx((GAMMA**2 + GAMMA**4) / 2)
+
+
+def test_bad_policy_output(cache):
+    evaluator = ChunkedTDEvaluator(EvaluatorConfig(horizon=4, hidden_dim=16, updates=1), cache)
+    from robot_rl.errors import UserError
+
+    with pytest.raises(UserError, match="returned chunks of shape"):
+        evaluator.fit(lambda obs: np.zeros((len(obs["state"]), 2, 1), np.float32))
+
+
+def test_gate_accepts_better_rejects_worse_and_steering_picks_better_chunks(cache):
+    from robot_rl.eval.gate import DeploymentGate
+    from robot_rl.eval.steering import SteeredPolicy
+
+    cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=3, hidden_dim=64, updates=600, updates_per_call=300,
+                          batch_size=128, tau=0.02)
+    evaluator = ChunkedTDEvaluator(cfg, cache)
+    slow, fast = evaluator.fit(constant_policy(0.4)), evaluator.fit(constant_policy(1.0))
+    gate = DeploymentGate(margin=0.02)
+    assert gate.decide(fast, slow).accept and not gate.decide(slow, fast).accept
+    assert not gate.decide(fast, fast).accept  # no better than itself by the margin
+    assert "does not beat" in gate.decide(slow, fast).reason
+
+    # steering: a noisy base samples chunks of random speed; the critic (fitted for the fast policy) prefers speed
+    rng = np.random.default_rng(1)
+    noisy = lambda obs: np.repeat(rng.uniform(-0.2, 1.0, (len(obs["state"]), 1, 1)), 8, axis=1).astype(np.float32)
+    steered = SteeredPolicy(noisy, evaluator, k=16)
+    obs = {"state": np.linspace(0.0, 0.8, 32, dtype=np.float32)[:, None]}
+    assert steered(obs).mean() > noisy(obs).mean() + 0.3

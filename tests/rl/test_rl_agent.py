@@ -1,0 +1,147 @@
+"""Residual agent: starts exactly at the base, computes n-step targets as by hand, skips non-finite updates."""
+
+import jax
+import numpy as np
+import pytest
+from rl_helpers import ACTION_DIM, OBS_DIM, random_batch, td3_recipe, tiny_recipe
+
+from robot_rl.errors import UserError
+from robot_rl.rl.agent import ResidualAgent, as_key
+from robot_rl.rl.replay import NStepReplay
+from robot_rl.rl.residual import compose_action
+
+
+def as_numpy(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def agent():
+    return ResidualAgent(tiny_recipe(), OBS_DIM, ACTION_DIM)
+
+
+def test_zero_residual_reproduces_base_exactly(agent):
+    state = agent.init(3)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(64, OBS_DIM)).astype(np.float32)
+    base = rng.uniform(-1, 1, (64, ACTION_DIM)).astype(np.float32)
+    base[:4] = [[1.0], [-1.0], [0.999999], [0.0]]  # edges of the action box too
+    residual = agent.act(state, obs, base, deterministic=True)
+    assert np.all(residual == 0.0)
+    np.testing.assert_array_equal(compose_action(base, residual), base)
+    # exploration noise is there when asked for, so the zero above is the zero-initialized head, not a dead actor
+    assert np.abs(agent.act(state, obs, base, step=1)).max() > 0.01
+
+
+def test_n_step_targets_match_hand_computation():
+    gamma, n = 0.9, 3
+    cfg = td3_recipe()
+    agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+    state = agent.init(0)
+    # one env, 12 steps: obs[0] is the time index; episode ends: terminated at t=4, truncated at t=9
+    T = 12
+    rewards = np.array([0.5, 0, 1, 0, 2, 0.25, 0, 3, 0, 1, 0, 0.5], np.float32)
+    terminated = np.zeros(T, bool)
+    truncated = np.zeros(T, bool)
+    terminated[4], truncated[9] = True, True
+    obs = np.stack([np.arange(T), np.sin(np.arange(T))], axis=1).astype(np.float32)
+    next_obs = obs + 100.0  # distinct from any obs: the final obs of each episode is its own observation
+    base = np.cos(np.arange(T))[:, None].astype(np.float32) * 0.9
+    next_base = np.sin(np.arange(T))[:, None].astype(np.float32) * 0.9
+    replay = NStepReplay(64, 1, OBS_DIM, ACTION_DIM, n, gamma, seed=0)
+    for t in range(T):
+        replay.add({"obs": obs[t:t + 1], "base_action": base[t:t + 1], "action": base[t:t + 1],
+                    "reward": rewards[t:t + 1], "terminated": terminated[t:t + 1], "truncated": truncated[t:t + 1],
+                    "next_obs": next_obs[t:t + 1], "next_base_action": next_base[t:t + 1]})
+    batch = replay.sample(cfg.batch_size)
+
+    # the network parts: the target critic's Q at every step's next obs and next base action (the zero-initialized
+    # actor adds a zero residual), and the agent's targets for the batch; one jitted call, because eager dispatch
+    # would compile every primitive separately
+    q_next, (y, _) = jax.jit(lambda st, b: (
+        agent.critic_net.apply({"params": st.target_critic}, next_obs, compose_action(next_base, 0.0 * next_base)),
+        agent.critic_target(st, b, 1.0, as_key(st.key))))(state, agent.prepare_batch(batch))
+    q_next = np.asarray(q_next)  # (heads, T)
+
+    # by hand: sum gamma^k r over the window, cut at an episode end or at the newest step; bootstrap from the last
+    # step's next obs with gamma^m, not at all after a termination; min over the heads
+    expected = []
+    for t in batch["obs"][:, 0].astype(int):
+        ret, m = 0.0, 0
+        for k in range(n):
+            if t + k >= T:
+                break
+            ret += gamma**k * rewards[t + k]
+            m = k + 1
+            if terminated[t + k] or truncated[t + k]:
+                break
+        last = t + m - 1
+        np.testing.assert_array_equal(batch["next_obs"][len(expected)], next_obs[last])
+        expected.append(ret + gamma**m * (not terminated[last]) * q_next.min(axis=0)[last])
+    expected = np.asarray(expected)
+    assert len(set(batch["obs"][:, 0].astype(int))) == T  # every start (incl. windows cut short) was checked
+
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+    # the update uses exactly these targets (and divides rewards by the reward scale)
+    _, metrics = agent.update(state, batch, reward_scale=1.0)
+    np.testing.assert_allclose(float(metrics["target_mean"]), expected.mean(), rtol=1e-5)
+    _, metrics = agent.update(state, batch, reward_scale=4.0)
+    scaled = expected - batch["reward"] + batch["reward"] / 4.0
+    np.testing.assert_allclose(float(metrics["target_mean"]), scaled.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_batch_is_skipped_and_weights_stay_finite(agent, bad):
+    cfg = agent.cfg
+    rng = np.random.default_rng(1)
+    state = agent.init(0)
+    state, _ = agent.update(state, random_batch(rng, cfg.utd * cfg.batch_size))
+    before = as_numpy(state)
+
+    batch = random_batch(rng, cfg.utd * cfg.batch_size)
+    batch["obs"][5, 0] = bad  # in every minibatch: the first row of the first, and the reward of the last
+    batch["reward"][-1] = bad
+    state, metrics = agent.update(state, batch)
+    assert int(metrics["skipped"]) == cfg.utd + 1  # every critic update and the actor update
+    for name in ("actor", "critic", "target_critic", "log_alpha", "actor_opt", "critic_opt"):
+        assert_trees_equal(getattr(state, name), getattr(before, name))
+
+    # only the last minibatch bad: the first critic update goes through, the rest is skipped
+    batch = random_batch(rng, cfg.utd * cfg.batch_size)
+    batch["next_obs"][-1, 0] = bad
+    state, metrics = agent.update(state, batch)
+    assert int(metrics["skipped"]) == 2  # last critic minibatch + the actor update, which uses that minibatch
+    assert not np.array_equal(np.asarray(jax.tree_util.tree_leaves(state.critic)[0]),
+                              jax.tree_util.tree_leaves(before.critic)[0])
+    assert_trees_equal(state.actor, before.actor)
+    assert np.isfinite(float(metrics["critic_loss"]))
+
+    # training goes on normally afterwards
+    for _ in range(3):
+        state, metrics = agent.update(state, random_batch(rng, cfg.utd * cfg.batch_size))
+    assert int(metrics["skipped"]) == 0
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state))
+
+
+def test_overflowing_loss_is_skipped(agent):
+    """A finite batch whose loss is not finite (a reward that overflows the squared error / logits)."""
+    cfg = td3_recipe()
+    agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+    state = agent.init(0)
+    batch = random_batch(np.random.default_rng(2), cfg.batch_size)
+    batch["reward"][:] = 3e38
+    new, metrics = agent.update(state, batch)
+    assert int(metrics["skipped"]) == 1
+    assert_trees_equal(new.critic, state.critic)
+
+
+def test_batch_without_base_actions_is_a_user_error(agent):
+    batch = random_batch(np.random.default_rng(0), agent.cfg.utd * agent.cfg.batch_size)
+    del batch["next_base_action"]
+    with pytest.raises(UserError, match="next_base_action"):
+        agent.update(agent.init(0), batch)

@@ -22,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 @dataclass(frozen=True)
 class Verb:
-    workflow: str  # "module:function" under robot_rl.workflows
+    workflow: str  # "module:function": under robot_rl.workflows, or a full module path (hw.*: only the CLI imports hw)
     config: str  # configs/<config>.yaml; "{name}" is filled from the positional argument of that name
     positionals: tuple[str, ...] = ()  # config keys filled from positional arguments, in order
     help: str = ""
@@ -32,25 +32,31 @@ VERBS: dict[str, Verb] = {
     "collect": Verb("collect:run", "collect", help="roll out a scripted expert or a policy into an episode store"),
     "evaluate": Verb("evaluate:run", "evaluate", help="roll out a policy in a sim mirror; success and return"),
     "train-base": Verb("train_base:run", "train_base", help="train a base policy from an episode store"),
-    "train-residual": Verb("train_residual:run", "train_residual", help="residual RL on top of a base policy"),
-    "rank": Verb("rank:run", "rank", help="rank candidate policies offline"),
     "data": Verb("data_tools:run", "data", ("action", "root"), help="info | validate | export an episode store"),
-    "hw": Verb("hw:run", "hw", ("action", "node"), help="up | node NAME: the ROS 2 node graph"),
+    "data export": Verb("hw.export_mcap:run", "data", ("action", "root"), help="episodes as ROS 2 messages (MCAP)"),
+    "hw": Verb("hw.verb:run", "hw", ("action", "node"), help="up | node NAME: the ROS 2 node graph"),
     "bench": Verb("bench:run", "bench/{name}", ("name",), help="run one benchmark; last stdout line is JSON"),
     "demo": Verb("demo:run", "demo", help="the end-to-end pipeline behind `make demo`"),
 }
 
 
+OPTIONS_WITH_VALUE = ("--format",)
+
+
 def usage() -> str:
     lines = ["usage: robot-rl VERB [ARGS ...] [key=value ...] [--json]", "", "verbs:"]
-    lines += [f"  {name:<15} {verb.help}" for name, verb in VERBS.items()]
+    lines += [f"  {name:<15} {verb.help}" for name, verb in VERBS.items() if " " not in name]
     return "\n".join(lines)
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str], dict[str, bool]]:
     """Split argv into positionals, Hydra overrides (`key=value`, `+key=value`, `~key`) and `--flags`."""
     positionals, overrides, flags = [], [], {}
-    for arg in argv:
+    argv = list(argv)
+    for i, arg in enumerate(argv):  # `--key value` for options that take a value
+        if arg in OPTIONS_WITH_VALUE and i + 1 < len(argv):
+            argv[i], argv[i + 1] = f"{arg[2:]}={argv[i + 1]}", ""
+    for arg in filter(None, argv):
         if arg.startswith("--"):
             flags[arg[2:].replace("-", "_")] = True
         elif "=" in arg or arg.startswith("~"):
@@ -99,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    verb = VERBS.get(name)
+    if rest and f"{name} {rest[0]}" in VERBS:  # a sub-verb served by another part (e.g. `data export` by hw)
+        verb = VERBS[f"{name} {rest[0]}"]
+    else:
+        verb = VERBS.get(name)
     if verb is None:
-        print(f"robot-rl: error: unknown verb {name!r}; choose one of: {', '.join(VERBS)}", file=sys.stderr)
+        verbs = ", ".join(v for v in VERBS if " " not in v)
+        print(f"robot-rl: error: unknown verb {name!r}; choose one of: {verbs}", file=sys.stderr)
         return 2
     positionals, overrides, flags = split_args(rest)
     if len(positionals) > len(verb.positionals):
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         flag_overrides = [f"++flags.{key}=true" for key in flags]
         cfg = compose(config_name(verb, positionals), overrides + pos_overrides + flag_overrides)
         module_name, func_name = verb.workflow.split(":")
-        module = importlib.import_module(f"robot_rl.workflows.{module_name}")
+        module = importlib.import_module(module_name if "." in module_name else f"robot_rl.workflows.{module_name}")
         result = getattr(module, func_name)(cfg)
     except Exception as exc:
         if not is_user_error(exc) or os.environ.get("ROBOT_RL_DEBUG"):

@@ -1,0 +1,165 @@
+"""The `learner` node: residual SAC on what the robot does, while it does it (HIL-SERL's actor/learner split).
+
+It tails the episode store the recorder writes (`ReplayCache.sync`: committed episodes only, in memory), samples
+n-step batches half from demonstrations and intervened steps, half from the policy's own steps (`NStepSampler`
+groups; the recipe's `demo_fraction`), and updates `robot_rl.rl.agent.ResidualAgent` (one jitted call: the UTD
+critic updates and the actor update). Every `publish_every` updates it writes a new weights version
+(`hw.weights.write_weights`: atomic files with sha256) and announces it on `/robot_rl/weights` (latched, so an
+actor that starts later gets the newest). Every `checkpoint_every` updates, and at shutdown, it checkpoints its whole
+training state (`robot_rl.rl.checkpoint`), so a learner that died resumes where it stopped and numbers its versions
+on from the newest file.
+
+Transitions come from the store's keys: obs = `obs_key`, action = the executed action (the person's on intervened
+steps), base action and next base action as the actor recorded them, rewards from the episode events.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from hw.msgs import String  # noqa: E402
+from hw.node import Node  # noqa: E402
+from hw.nodes.status import StatusReporter  # noqa: E402
+from hw.topics import WEIGHTS  # noqa: E402
+from hw.transport import LATCHED, NodeHandle  # noqa: E402
+from hw.weights import Announcement, latest_version, weights_path, write_weights  # noqa: E402
+from robot_rl.data import EpisodeStore, NStepSampler, ReplayCache  # noqa: E402
+from robot_rl.errors import UserError  # noqa: E402
+from robot_rl.rl.agent import ResidualAgent  # noqa: E402
+from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, sha256_hex  # noqa: E402
+from robot_rl.rl.config import load_recipe  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LearnerParams:
+    store: str  # the recorder's episode store
+    weights_dir: str  # where versions (and the learner's checkpoints, under learner/) go
+    recipe: str = "ours"  # configs/residual/<recipe>.yaml
+    overrides: tuple[str, ...] = ()  # recipe overrides "key=value" (e.g. "batch_size=64", "actor.hidden_dim=64")
+    obs_key: str = "obs/state"
+    min_steps: int = 1000  # stored steps before the first update
+    updates_per_tick: int = 1
+    tick_s: float = 0.05
+    sync_every_s: float = 2.0
+    publish_every: int = 50  # updates between weight versions
+    capacity: int = 200_000  # replay cache steps
+    keep: int = 3  # weight versions kept on disk
+    checkpoint_every: int = 500  # updates between training-state checkpoints (0: only at shutdown)
+    seed: int = 0
+    status_period_s: float = 1.0
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict:
+    """`("batch_size=64", "actor.hidden_dim=32")` -> `{"batch_size": 64, "actor.hidden_dim": 32}` (YAML values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"learner override {item!r} must look like key=value, e.g. batch_size=64")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+class LearnerNode(Node):
+    def __init__(self, handle: NodeHandle):
+        super().__init__(handle)
+        self.p = p = self.declare(LearnerParams)
+        self.cfg = load_recipe(p.recipe, **parse_overrides(p.overrides))
+        self.weights_dir = Path(p.weights_dir)
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = self.weights_dir / "learner"
+        self.store: EpisodeStore | None = None
+        self.agent: ResidualAgent | None = None
+        self.state = None
+        self.updates = 0
+        self.version = latest_version(self.weights_dir)
+        self.last_sync = -np.inf
+        self.metrics: dict[str, float] = {}
+        self.weights_pub = self.publisher(WEIGHTS, String, LATCHED)
+        self.status = StatusReporter(self, self._status, p.status_period_s)
+        self.timer(p.tick_s, self._tick)
+
+    def _start(self) -> bool:
+        """Open the store (once the recorder made it) and build the agent, resuming a checkpoint if there is one."""
+        try:
+            self.store = EpisodeStore.open(self.p.store, mode="r")
+        except UserError:
+            return False  # not created yet: the recorder makes it at its first observation
+        schema = self.store.schema
+        if self.p.obs_key not in schema or len(schema[self.p.obs_key].shape) != 1:
+            raise UserError(f"node {self.name!r}: the store has no flat {self.p.obs_key!r}; set obs_key")
+        obs_dim, action_dim = schema[self.p.obs_key].shape[0], schema["action"].shape[0]
+        self.agent = ResidualAgent(self.cfg, obs_dim, action_dim)
+        self.state = self.agent.init(self.p.seed)
+        if latest_checkpoint(self.ckpt_dir) is not None:
+            self.state, sidecar = load_checkpoint(self.ckpt_dir, self.state)
+            self.updates = int(sidecar["meta"]["updates"])
+            self.log.info("resumed at %d updates", self.updates)
+        keys = [self.p.obs_key, "action", "base_action", "reward", "terminated", "intervention"]
+        self.cache = ReplayCache.for_store(self.store, self.p.capacity, keys)
+        fractions = {"demo": self.cfg.demo_fraction, "online": 1.0 - self.cfg.demo_fraction}
+        self.sampler = NStepSampler(self.cache, n=self.cfg.n_step, gamma=self.cfg.gamma, fractions=fractions,
+                                    next_keys=[self.p.obs_key, "base_action"], seed=self.p.seed)
+        if self.version:  # a restarted learner re-announces its newest version (latched for late actors)
+            path = weights_path(self.weights_dir, self.version)
+            self.weights_pub.publish(Announcement(self.version, str(path.resolve()),
+                                                  sha256_hex(path.read_bytes())).to_msg())
+        return True
+
+    def _tick(self) -> None:
+        if self.store is None and not self._start():
+            return
+        if self.now() - self.last_sync >= self.p.sync_every_s:
+            self.last_sync = self.now()
+            self.cache.sync(self.store)
+        if self.cache.size < max(self.p.min_steps, 1):
+            return
+        rows = self.cfg.utd * self.cfg.batch_size
+        for _ in range(self.p.updates_per_tick):
+            batch = self._batch(self.sampler.sample(rows))
+            self.state, metrics = self.agent.update(self.state, batch, 1.0,
+                                                    update_actor=self.updates % self.cfg.actor_every == 0)
+            self.updates += 1
+            if self.updates % self.p.publish_every == 0:
+                self.metrics = {k: float(v) for k, v in metrics.items()}
+                self._publish()
+            if self.p.checkpoint_every and self.updates % self.p.checkpoint_every == 0:
+                self._checkpoint()
+
+    def _batch(self, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        key = self.p.obs_key
+        return {"obs": b[key], "action": b["action"], "reward": b["reward"], "discount": b["discount"],
+                "next_obs": b[f"next_{key}"], "base_action": b["base_action"],
+                "next_base_action": b["next_base_action"]}
+
+    def _publish(self) -> None:
+        self.version += 1
+        announcement = write_weights(self.weights_dir, self.version, self.cfg, self.agent.obs_dim,
+                                     self.agent.action_dim, self.state.actor,
+                                     meta={"updates": self.updates, "store_steps": self.store.num_steps,
+                                           "obs_key": self.p.obs_key}, keep=self.p.keep)
+        self.weights_pub.publish(announcement.to_msg())
+        self.log.info("published weights v%d after %d updates", self.version, self.updates)
+        self.status.publish()
+
+    def _checkpoint(self) -> None:
+        meta = {"updates": self.updates, "version": self.version, "agent": self.cfg.to_dict(),
+                "obs_dim": self.agent.obs_dim, "action_dim": self.agent.action_dim}
+        save_checkpoint(self.ckpt_dir, self.state, meta, step=self.updates)
+
+    def _status(self) -> dict:
+        return {"version": self.version, "updates": self.updates,
+                "cache_steps": self.cache.size if self.store is not None else 0,
+                "store_episodes": self.store.num_episodes if self.store is not None else 0, "metrics": self.metrics}
+
+    def close(self) -> None:
+        if self.agent is not None and self.updates:
+            self._checkpoint()
+        self.status.publish()

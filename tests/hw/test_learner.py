@@ -1,0 +1,72 @@
+"""The learner node: tails a real episode store, trains the real residual agent, publishes verified versions, and a
+restarted learner resumes its training state and numbering."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from hw_helpers import STATE_DIM, TINY_OVERRIDES, N, Rig
+
+from hw import topics
+from hw.graph import NodeSpec
+from hw.msgs import String
+from hw.transport import LATCHED
+from hw.weights import Announcement, load_weights
+from robot_rl.data import EpisodeStore, make_step_schema
+
+
+def write_episodes(root, episodes: int, seed: int, length: int = 30) -> None:
+    """Random robot-loop episodes: every other one with a takeover in the middle (human actions recorded)."""
+    rng = np.random.default_rng(seed)
+    schema = make_step_schema({"state": ((STATE_DIM,), "float32")}, N)
+    store = EpisodeStore.create(root, schema, exist_ok=True)
+    with store.writer() as w:
+        for e in range(episodes):
+            for t in range(length):
+                base = rng.uniform(-0.5, 0.5, N).astype(np.float32)
+                residual = rng.uniform(-0.1, 0.1, N).astype(np.float32)
+                intervened = e % 2 == 1 and 10 <= t < 20
+                action = rng.uniform(-1, 1, N).astype(np.float32) if intervened else base + residual
+                w.add_step({"obs/state": rng.normal(size=STATE_DIM).astype(np.float32), "action": action,
+                            "policy_action": base + residual, "base_action": base, "residual_action": residual,
+                            "human_action": action if intervened else np.full(N, np.nan, np.float32),
+                            "intervention": intervened, "reward": np.float32(t == length - 1),
+                            "terminated": t == length - 1, "truncated": False, "timestamp": 10.0 * e + 0.05 * t})
+            w.end_episode(success=True, source="policy", task="PushCube")
+    store.close()
+
+
+def learner_spec(tmp_path) -> NodeSpec:
+    return NodeSpec("learner", "hw.nodes.learner:LearnerNode", {
+        "store": str(tmp_path / "store"), "weights_dir": str(tmp_path / "weights"), "overrides": TINY_OVERRIDES,
+        "min_steps": 60, "publish_every": 3, "checkpoint_every": 3, "sync_every_s": 0.2, "status_period_s": 0.2})
+
+
+def test_learner_publishes_versions_tails_the_store_and_resumes(tmp_path):
+    write_episodes(tmp_path / "store", episodes=4, seed=0)
+    rig = Rig()
+    announced: list[Announcement] = []
+    rig.h.subscribe(topics.WEIGHTS, String, lambda m: announced.append(Announcement.parse(m)), LATCHED)
+    learner = rig.add(learner_spec(tmp_path))
+    assert rig.run_until(lambda: len(announced) >= 2, real_timeout=240)
+    assert [a.version for a in announced] == [1, 2]
+    for a in announced:
+        weights = load_weights(a.path, a.sha256)  # the files are complete and match what was announced
+        assert weights.version == a.version and (weights.agent.obs_dim, weights.agent.action_dim) == (STATE_DIM, N)
+        assert json.loads(Path(a.path).with_suffix(".json").read_text())["updates"] == 3 * a.version
+    assert learner.cache.size == 4 * 30
+
+    write_episodes(tmp_path / "store", episodes=2, seed=1)  # the recorder commits more while the learner runs
+    assert rig.run_until(lambda: learner.cache.size == 6 * 30, real_timeout=30)
+    updates, newest = learner.updates, learner.version
+    rig.close()  # checkpoints the training state
+
+    rig = Rig()
+    again: list[Announcement] = []
+    rig.h.subscribe(topics.WEIGHTS, String, lambda m: again.append(Announcement.parse(m)), LATCHED)
+    resumed = rig.add(learner_spec(tmp_path))
+    assert rig.run_until(lambda: len(again) >= 2, real_timeout=120)
+    assert again[0].version == newest  # a restarted learner re-announces its newest version
+    assert again[1].version == newest + 1 and resumed.updates >= updates  # and numbers on from there
+    load_weights(again[1].path, again[1].sha256)
+    rig.close()

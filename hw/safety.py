@@ -50,6 +50,9 @@ class SafetyParams:
     workspace_lower: tuple[float, ...] = (-INF, -INF, -INF)
     workspace_upper: tuple[float, ...] = (INF, INF, INF)
     status_period_s: float = 1.0  # how often the node republishes its status (it also does on every mode change)
+    # Episode-event sources that start episodes on their own (the sim mirror's automatic resets): their `start` never
+    # releases a latch (e-stop, lost teleop). Only a person's start does: the operator or the teleop's buttons.
+    automatic_sources: tuple[str, ...] = ("sim_mirror",)
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -172,12 +175,15 @@ class SafetyFilter:
             return self._latch("estop")
         return None  # releasing the e-stop does not move the robot: a "start" event does
 
-    def on_episode_event(self, event: str, now: float) -> np.ndarray | None:
+    def on_episode_event(self, event: str, now: float, source: str = "") -> np.ndarray | None:
         if event == "estop":
             return self._latch("estop")
         if event == "start":
             if self.estop_input:
                 self.counts["start_refused_estop"] += 1
+                return None
+            if self.latch and source in self.p.automatic_sources:
+                self.counts["start_refused_latched"] += 1  # a latch waits for a person, not an automatic reset
                 return None
             self.latch = None
             if self._obs_fresh(now):  # a new episode may start elsewhere (a reset): limits count from the measured

@@ -82,10 +82,13 @@ def test_bench_store_prints_one_json_object_last(tmp_path):
 
 
 def test_demo_writes_a_report(tmp_path):
-    result = robot_rl("demo", "name=t", f"runs_dir={tmp_path}")
+    result = robot_rl("demo", "name=t", f"runs_dir={tmp_path}", "collect.episodes=6", "base.train.steps=60",
+                      "base.train.val_every=30", "base.train.ckpt_every=60", "base.eval_episodes=2")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     report = Path(summary["report"]).read_text()
     assert "## Episode store" in report and "| True |" in report
     assert "## Demonstrations" in report and summary["collect"]["success_rate"] >= 0.9
+    assert "## Base policy" in report and 0.0 <= summary["base"]["success_rate"] <= 1.0
+    assert Path(summary["base"]["checkpoint"]).is_file()
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000

@@ -81,7 +81,7 @@ class SafetyNode(Node):
         if event is None:
             self.filter.counts["malformed_events"] += 1
             return
-        self._send(self.filter.on_episode_event(event["event"], self.now()))
+        self._send(self.filter.on_episode_event(event["event"], self.now(), str(event.get("source", ""))))
 
     def _tick(self) -> None:
         self._send(self.filter.tick(self.now()))

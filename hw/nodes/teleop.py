@@ -180,6 +180,11 @@ class TeleopNode(Node):
 
     def _send(self, target: np.ndarray) -> None:
         self.target = np.clip(target, self.limits.lower, self.limits.upper)
+        if self.intervening:
+            # Level-triggered: re-assert the takeover with every command. An edge alone can be undone by an episode
+            # event that reaches the safety node after it (topics from different processes are not ordered), which
+            # would hand the robot back to the policy while a person believes they are in control.
+            self.intervention_pub.publish(Bool(data=True))
         self.command_pub.publish(float64_array(self.target))
 
     # -- observations (all backends) and the scripted expert ---------------------------------------------------------

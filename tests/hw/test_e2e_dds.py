@@ -92,7 +92,8 @@ def run(tmp_path_factory):
         spec("safety"),
         spec("sim_mirror", wait_subscribers=4, seed=7),
         spec("actor", expert_fail_prob=1.0),  # a base that always aims at a wrong goal: the teleop must correct it
-        spec("teleop", drift_threshold=0.08, drift_patience=2, takeover_steps=8),
+        # takeovers of 40 steps (2 s): long enough to kill the teleop inside one on a loaded machine
+        spec("teleop", drift_threshold=0.08, drift_patience=2, takeover_steps=40),
         spec("recorder", store=str(tmp / "store")),
         spec("learner", store=str(tmp / "store"), weights_dir=str(tmp / "weights"), overrides=TINY_OVERRIDES,
              min_steps=60, publish_every=5, checkpoint_every=0, sync_every_s=0.5),
@@ -132,7 +133,8 @@ def run(tmp_path_factory):
         procs["recorder"].kill()
         procs["recorder"].wait()
         # 6. the teleop's device unplugged mid-takeover: the teleop process dies while intervening
-        obs.wait(lambda: obs.get("teleop", "intervening", default=False), 60, "a takeover")
+        # the /teleop/intervention topic, not the once-a-second status: kill while a takeover is surely running
+        obs.wait(lambda: bool(obs.intervention) and obs.intervention[-1][1], 60, "a takeover")
         procs["teleop"].kill()
         procs["teleop"].wait()
         obs.wait(lambda: obs.get("safety", "reason") == "teleop_lost", 10, "the safety latch")

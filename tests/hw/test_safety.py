@@ -218,3 +218,35 @@ def test_bad_parameters_are_rejected():
         make(position_lower=(1.0, -1.0, -1.0))
     with pytest.raises(ValueError, match="positive"):
         make(max_delta=(0.1, 0.0, 0.1))
+
+
+def test_a_takeover_reasserted_after_a_late_start_event_is_restored():
+    """Topics from different processes are not ordered: a `start` may reach the safety node after the teleop's new
+    takeover. The teleop re-asserts the takeover with every command, so control returns to the person at once."""
+    from hw.safety import SafetyFilter, SafetyParams
+
+    f = SafetyFilter(SafetyParams(joint_names=["a", "b"], position_lower=[-1, -1], position_upper=[1, 1],
+                                  max_delta=[0.5, 0.5]))
+    f.on_joint_state(["a", "b"], [0.0, 0.0], 0.0)
+    f.on_policy_command([0.1, 0.1], 0.0)
+    f.on_intervention(True, 0.01)  # the teleop's new takeover...
+    f.on_episode_event("start", 0.02)  # ...overtaken by the start event that preceded it
+    assert not f.intervention
+    f.on_intervention(True, 0.03)  # re-asserted with the teleop's next command
+    assert f.mode == "teleop" and f.on_policy_command([0.2, 0.2], 0.04) is None
+
+
+def test_an_automatic_episode_start_does_not_release_a_latch():
+    from hw.safety import SafetyFilter, SafetyParams
+
+    f = SafetyFilter(SafetyParams(joint_names=["a"], position_lower=[-1], position_upper=[1], max_delta=[0.5]))
+    f.on_joint_state(["a"], [0.0], 0.0)
+    f.on_intervention(True, 0.0)
+    f.on_joint_state(["a"], [0.0], 0.99)
+    f.tick(1.0)  # no teleop command for a second: the device is lost, the robot holds
+    assert f.latch == "teleop_lost"
+    f.on_joint_state(["a"], [0.0], 1.01)
+    f.on_episode_event("start", 1.02, source="sim_mirror")  # the mirror resets its episode on its own
+    assert f.latch == "teleop_lost" and f.counts["start_refused_latched"] == 1
+    f.on_episode_event("start", 1.03, source="operator")  # a person decides to go on
+    assert f.latch is None

@@ -118,7 +118,7 @@ def test_gamepad_takeover_jogs_and_unplugging_holds_until_an_explicit_start(fifo
 
     os.write(writer, gamepad_record(EV_ABS, 0x01, -32767))  # left stick y fully down: joint 1 backwards
     robot.tick(policy_target)
-    assert robot.intervention == [True]
+    assert robot.intervention and all(robot.intervention)  # the takeover, re-asserted with every command
     np.testing.assert_allclose(robot.teleop[0], robot.q, atol=0.2)  # the takeover starts where the robot is
     start = robot.teleop[0].copy()
     for _ in range(4):

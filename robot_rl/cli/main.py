@@ -26,12 +26,15 @@ class Verb:
     config: str  # configs/<config>.yaml; "{name}" is filled from the positional argument of that name
     positionals: tuple[str, ...] = ()  # config keys filled from positional arguments, in order
     help: str = ""
+    selector: tuple[str, str] | None = None  # (key, default): `key=VALUE` picks configs/<verb>/VALUE.yaml
 
 
 VERBS: dict[str, Verb] = {
     "collect": Verb("collect:run", "collect", help="roll out a scripted expert or a policy into an episode store"),
     "evaluate": Verb("evaluate:run", "evaluate", help="roll out a policy in a sim mirror; success and return"),
     "train-base": Verb("train_base:run", "train_base", help="train a base policy from an episode store"),
+    "rank": Verb("rank:run", "rank/{method}", help="rank candidate policies offline; score against true values",
+                 selector=("method", "offline")),
     "data": Verb("data_tools:run", "data", ("action", "root"), help="info | validate | export an episode store"),
     "data export": Verb("hw.export_mcap:run", "data", ("action", "root"), help="episodes as ROS 2 messages (MCAP)"),
     "hw": Verb("hw.verb:run", "hw", ("action", "node"), help="up | node NAME: the ROS 2 node graph"),
@@ -66,9 +69,23 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], dict[str, bool]]:
     return positionals, overrides, flags
 
 
-def config_name(verb: Verb, positionals: list[str]) -> str:
+def take_selector(verb: Verb, overrides: list[str]) -> dict[str, str]:
+    """`rank method=sim2real` selects `configs/rank/sim2real.yaml`: the selector override names a config file, so it
+    is taken out of the Hydra overrides (and set again as a plain key once that file is composed)."""
+    if verb.selector is None:
+        return {}
+    key, value = verb.selector
+    for override in list(overrides):
+        if override.startswith(f"{key}="):
+            overrides.remove(override)
+            value = override.split("=", 1)[1]
+    return {key: value}
+
+
+def config_name(verb: Verb, positionals: list[str], selected: dict[str, str] | None = None) -> str:
     """The config a verb composes; `bench NAME` composes `configs/bench/NAME.yaml` (dashes as underscores)."""
     values = {key: value.replace("-", "_") for key, value in zip(verb.positionals, positionals)}
+    values.update(selected or {})
     try:
         name = verb.config.format(**values)
     except KeyError as exc:
@@ -122,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pos_overrides = [f"++{key}={value}" for key, value in zip(verb.positionals, positionals)]
         flag_overrides = [f"++flags.{key}=true" for key in flags]
-        cfg = compose(config_name(verb, positionals), overrides + pos_overrides + flag_overrides)
+        selected = take_selector(verb, overrides)
+        pos_overrides += [f"++{key}={value}" for key, value in selected.items()]
+        cfg = compose(config_name(verb, positionals, selected), overrides + pos_overrides + flag_overrides)
         module_name, func_name = verb.workflow.split(":")
         module = importlib.import_module(module_name if "." in module_name else f"robot_rl.workflows.{module_name}")
         result = getattr(module, func_name)(cfg)

@@ -105,6 +105,16 @@ def nmse(true_values, estimates) -> float:
     return mse / variance if variance > 0 else mse
 
 
+def mmrv(true_values, estimates) -> float:
+    """Mean maximum rank violation (SimplerEnv): for each candidate, the largest true-value gap to another candidate
+    that the estimates order the wrong way, averaged over candidates. 0 for a perfect order; in true-value units.
+    Equal estimates order neither way, so a tie against unequal true values counts as a violation."""
+    true_values, estimates = _check(true_values, estimates)
+    gap = np.abs(true_values[:, None] - true_values[None, :])
+    violated = (estimates[:, None] > estimates[None, :]) != (true_values[:, None] > true_values[None, :])
+    return float(np.mean(np.max(gap * violated, axis=1)))
+
+
 def top_k_curve(metric: Callable[..., float], true_values, estimates, ks=None, **kwargs) -> dict[int, float]:
     """A metric at k = 1..n (or the given ks), e.g. `top_k_curve(regret_at_k, true, est)`."""
     n = len(np.asarray(true_values))
@@ -136,7 +146,7 @@ def bootstrap_ci(metric: Callable[..., float], true_values, estimates, *, n_boot
 def score_estimator(true_values, estimates, behavior_value: float | None = None, ks=(1, 3)) -> dict:
     """The standard scorecard of one estimator: rank correlations, regret, and top-k figures."""
     out = {"spearman": spearman(true_values, estimates), "kendall": kendall(true_values, estimates),
-           "nmse": nmse(true_values, estimates)}
+           "nmse": nmse(true_values, estimates), "mmrv": mmrv(true_values, estimates)}
     for k in ks:
         out[f"regret_at_{k}"] = regret_at_k(true_values, estimates, k)
         out[f"best_at_{k}"] = best_at_k(true_values, estimates, k)

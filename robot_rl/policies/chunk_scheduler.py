@@ -44,7 +44,6 @@ class _Chunk:
 
 @dataclass
 class _Result:
-    generation: int
     start: int
     actions: np.ndarray | None
     error: BaseException | None
@@ -66,16 +65,16 @@ class _InferenceWorker:
             request = self.requests.get()
             if request is None:
                 return
-            generation, start, history = request
+            start, history = request
             began = time.perf_counter()
             try:
                 actions, error = self.policy.predict(history), None
             except BaseException as exc:  # handed to the control thread, which re-raises it
                 actions, error = None, exc
-            self.results.put(_Result(generation, start, actions, error, time.perf_counter() - began))
+            self.results.put(_Result(start, actions, error, time.perf_counter() - began))
 
-    def submit(self, generation: int, start: int, history: dict[str, np.ndarray]) -> None:
-        self.requests.put((generation, start, history))
+    def submit(self, start: int, history: dict[str, np.ndarray]) -> None:
+        self.requests.put((start, history))
 
     def close(self) -> None:
         self.requests.put(None)
@@ -97,16 +96,15 @@ class ChunkScheduler:
             raise UserError(f"n_action_steps={self.n_action_steps} must be in [1, horizon={self.horizon}]")
         self.ensemble_decay = ensemble_decay
         self.worker = _InferenceWorker(policy) if mode == "async" else None
-        self.generation = 0
         self.latency_steps = 1
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self, seed: int | None = None) -> None:
-        """Start a new episode: empty history, no chunk. Waits for an inference still running for the last one."""
+        """Start a new episode: empty history, no chunk. Waits for (and drops) an inference still running for the
+        last episode, so a chunk never crosses into the next one."""
         if self.worker is not None and getattr(self, "pending", None) is not None:
             self._wait_result()
-        self.generation += 1
         self.policy.reset(seed)
         self.t = 0
         self.chunk: _Chunk | None = None
@@ -180,7 +178,7 @@ class ChunkScheduler:
     # ------------------------------------------------------------------ async plumbing
     def _request(self) -> None:
         self.pending = self.t
-        self.worker.submit(self.generation, self.t, self.policy.obs_history())
+        self.worker.submit(self.t, self.policy.obs_history())
 
     def _poll(self) -> None:
         """Adopt a finished chunk if there is one; never waits."""
@@ -195,12 +193,9 @@ class ChunkScheduler:
         return self.worker.results.get()
 
     def _adopt(self, result: _Result) -> None:
-        if result.error is not None:
-            self.pending = None
-            raise result.error
-        if result.generation != self.generation:  # left over from a previous episode
-            return
         self.pending = None
+        if result.error is not None:
+            raise result.error
         self.chunk = self._new_chunk(result.actions, result.start)
         # the next request goes out this many steps before the current chunk's n_action_steps run out
         elapsed = max(1, self.t - result.start)

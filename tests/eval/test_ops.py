@@ -77,3 +77,12 @@ def test_bootstrap_interval_contains_the_point_and_narrows_with_agreement():
 def test_bad_inputs(true, est, message):
     with pytest.raises(UserError, match=message):
         ops.spearman(true, est)
+
+
+def test_mmrv_hand_computed():
+    true = np.array([0.1, 0.5, 0.9])
+    assert ops.mmrv(true, np.array([1.0, 2.0, 3.0])) == 0.0
+    # swapping the top two: candidates 1 and 2 each violate a gap of 0.4; candidate 0 none
+    assert np.isclose(ops.mmrv(true, np.array([1.0, 3.0, 2.0])), (0.0 + 0.4 + 0.4) / 3)
+    # fully reversed: 0 <-> 2 gap 0.8 for both ends, candidate 1's largest violated gap 0.4
+    assert np.isclose(ops.mmrv(true, np.array([3.0, 2.0, 1.0])), (0.8 + 0.4 + 0.8) / 3)

@@ -53,10 +53,13 @@ def make_env(task: str, variant: str | Mapping[str, Any] | Variant = "nominal", 
 
 
 def make_vec_env(task: str, num_envs: int, variant: str | Mapping[str, Any] | Variant = "nominal",
-                 vectorization_mode: str = "sync", **settings: Any) -> gymnasium.vector.VectorEnv:
+                 vectorization_mode: str = "sync", same_step_reset: bool = False,
+                 **settings: Any) -> gymnasium.vector.VectorEnv:
     """`num_envs` copies of a mirror stepped together (gymnasium vector API, autoreset after each episode end).
 
-    "sync" steps them in this process, "async" in one subprocess each; `bench sim` measures both. Async envs that
+    "sync" steps them in this process, "async" in one subprocess each; `bench sim` measures both. With
+    `same_step_reset` an env that ends resets in the same `step` call (gymnasium's SAME_STEP autoreset: learners
+    never see a no-op reset step). Async envs that
     render start from a fresh interpreter (forkserver): a process forked after OSMesa has rendered deadlocks when it
     renders, so a script that uses them needs the usual `if __name__ == "__main__":` guard.
     """
@@ -64,11 +67,12 @@ def make_vec_env(task: str, num_envs: int, variant: str | Mapping[str, Any] | Va
     if num_envs < 1:
         raise SimError(f"num_envs={num_envs} must be at least 1")
     fns = [lambda: MirrorEnv(task, variant=variant, **settings) for _ in range(num_envs)]
+    mode = gymnasium.vector.AutoresetMode.SAME_STEP if same_step_reset else gymnasium.vector.AutoresetMode.NEXT_STEP
     if vectorization_mode == "sync":
-        return gymnasium.vector.SyncVectorEnv(fns)
+        return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     if vectorization_mode == "async":
         context = "forkserver" if settings.get("cameras") else "fork"
-        return gymnasium.vector.AsyncVectorEnv(fns, context=context)
+        return gymnasium.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=mode)
     raise SimError(f"vectorization_mode={vectorization_mode!r} is not known; use sync or async")
 
 

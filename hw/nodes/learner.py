@@ -30,11 +30,12 @@ from hw.nodes.status import StatusReporter  # noqa: E402
 from hw.topics import WEIGHTS  # noqa: E402
 from hw.transport import LATCHED, NodeHandle  # noqa: E402
 from hw.weights import Announcement, latest_version, weights_path, write_weights  # noqa: E402
-from robot_rl.data import EpisodeStore, NStepSampler, ReplayCache  # noqa: E402
+from robot_rl.data import EpisodeStore, ReplayCache  # noqa: E402
 from robot_rl.errors import UserError  # noqa: E402
 from robot_rl.rl.agent import ResidualAgent  # noqa: E402
 from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, sha256_hex  # noqa: E402
 from robot_rl.rl.config import load_recipe  # noqa: E402
+from robot_rl.rl.replay import agent_batch, n_step_sampler  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,7 @@ class LearnerNode(Node):
             self.log.info("resumed at %d updates", self.updates)
         keys = [self.p.obs_key, "action", "base_action", "reward", "terminated", "intervention"]
         self.cache = ReplayCache.for_store(self.store, self.p.capacity, keys)
-        fractions = {"demo": self.cfg.demo_fraction, "online": 1.0 - self.cfg.demo_fraction}
-        self.sampler = NStepSampler(self.cache, n=self.cfg.n_step, gamma=self.cfg.gamma, fractions=fractions,
-                                    next_keys=[self.p.obs_key, "base_action"], seed=self.p.seed)
+        self.sampler = n_step_sampler(self.cache, self.cfg, self.p.obs_key, self.p.seed)
         if self.version:  # a restarted learner re-announces its newest version (latched for late actors)
             path = weights_path(self.weights_dir, self.version)
             self.weights_pub.publish(Announcement(self.version, str(path.resolve()),
@@ -123,7 +122,7 @@ class LearnerNode(Node):
             return
         rows = self.cfg.utd * self.cfg.batch_size
         for _ in range(self.p.updates_per_tick):
-            batch = self._batch(self.sampler.sample(rows))
+            batch = agent_batch(self.sampler.sample(rows), self.p.obs_key)
             self.state, metrics = self.agent.update(self.state, batch, 1.0,
                                                     update_actor=self.updates % self.cfg.actor_every == 0)
             self.updates += 1
@@ -132,12 +131,6 @@ class LearnerNode(Node):
                 self._publish()
             if self.p.checkpoint_every and self.updates % self.p.checkpoint_every == 0:
                 self._checkpoint()
-
-    def _batch(self, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        key = self.p.obs_key
-        return {"obs": b[key], "action": b["action"], "reward": b["reward"], "discount": b["discount"],
-                "next_obs": b[f"next_{key}"], "base_action": b["base_action"],
-                "next_base_action": b["next_base_action"]}
 
     def _publish(self) -> None:
         self.version += 1

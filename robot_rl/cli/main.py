@@ -33,6 +33,8 @@ VERBS: dict[str, Verb] = {
     "collect": Verb("collect:run", "collect", help="roll out a scripted expert or a policy into an episode store"),
     "evaluate": Verb("evaluate:run", "evaluate", help="roll out a policy in a sim mirror; success and return"),
     "train-base": Verb("train_base:run", "train_base", help="train a base policy from an episode store"),
+    "train-residual": Verb("train_residual:run", "train_residual",
+                           help="residual RL on a base policy in a sim mirror, with demos from a store"),
     "rank": Verb("rank:run", "rank/{method}", help="rank candidate policies offline; score against true values",
                  selector=("method", "offline")),
     "data": Verb("data_tools:run", "data", ("action", "root"), help="info | validate | export an episode store"),

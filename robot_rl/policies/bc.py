@@ -24,6 +24,10 @@ class MLPChunkHead(nn.Module):
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.net(cond).reshape(-1, self.horizon, self.action_dim)
 
+    def features(self, cond: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer (before the linear action layer): what out-of-distribution scores look at."""
+        return self.net[:-1](cond)
+
     def loss(self, cond: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return F.mse_loss(self(cond), actions)
 

@@ -52,6 +52,14 @@ class PolicyModel(nn.Module):
         """Predicted chunks (B, H, action_dim) in raw action units."""
         return self.normalizer.action.unnormalize(self.head.sample(self.condition(obs), generator))
 
+    def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, feature_dim): the representation the action head reads, for out-of-distribution scores.
+
+        BC-MLP: its last hidden layer. Diffusion: the observation conditioning (its head also sees noise and a step).
+        """
+        cond = self.condition(obs)
+        return self.head.features(cond) if isinstance(self.head, MLPChunkHead) else cond
+
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
@@ -111,11 +119,26 @@ class ChunkPolicy:
 
     def predict(self, obs_history: dict[str, np.ndarray]) -> np.ndarray:
         """A chunk (H, action_dim), float32 in [-1, 1], from a stacked observation history."""
+        return self.predict_batch({k: np.asarray(v)[None] for k, v in obs_history.items()})[0]
+
+    def predict_batch(self, obs_histories: dict[str, np.ndarray]) -> np.ndarray:
+        """Chunks (B, H, action_dim) from B stacked histories (B, n_obs_steps, ...): one forward pass for B envs."""
         with torch.inference_mode(), torch_threads(self.threads):
-            obs = {k: torch.from_numpy(np.asarray(v))[None] for k, v in obs_history.items()}
-            chunk = self.model.sample(obs, self.generator)[0]
-        return chunk.clamp(-1.0, 1.0).numpy().astype(np.float32)
+            obs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in obs_histories.items()}
+            chunks = self.model.sample(obs, self.generator)
+        return chunks.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self.observe(obs)
         return self.predict(self.obs_history())
+
+    def features(self, obs_batch: dict[str, np.ndarray], batch_size: int = 1024) -> np.ndarray:
+        """Features (N, feature_dim) of a batch of stacked observation histories {key: (N, n_obs_steps, *shape)}."""
+        keys = list(self.spec.obs_keys)
+        count = len(obs_batch[keys[0]])
+        parts = []
+        with torch.inference_mode(), torch_threads(self.threads):
+            for start in range(0, count, batch_size):
+                obs = {k: torch.from_numpy(np.ascontiguousarray(obs_batch[k][start:start + batch_size])) for k in keys}
+                parts.append(self.model.features(obs).float().numpy())
+        return np.concatenate(parts)

@@ -60,7 +60,8 @@ class AgentConfig:
     g_max: float = 5.0
     # optimization
     batch_size: int = 256
-    utd: int = 1  # critic updates per env step, all in one jitted call
+    utd: int = 1  # critic updates per update call, all in one jitted call (with the actor's update)
+    update_ratio: float = 1.0  # update calls per env step: critic updates per env step = utd * update_ratio
     actor_every: int = 1  # actor (and temperature) update every k update calls
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -103,6 +104,7 @@ class AgentConfig:
             (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),
             (self.n_step >= 1, f"n_step={self.n_step}; use n_step >= 1"),
             (self.utd >= 1 and self.actor_every >= 1, "utd and actor_every must be >= 1"),
+            (self.update_ratio > 0, f"update_ratio={self.update_ratio}; use update calls per env step > 0"),
             (self.batch_size >= 1, f"batch_size={self.batch_size}; use a positive batch size"),
             (1 <= self.critic.num_min <= self.critic.num_critics,
              f"critic.num_min={self.critic.num_min}; use 1..critic.num_critics ({self.critic.num_critics})"),

@@ -3,8 +3,8 @@
 Everything concrete comes in as an argument, so the `train-residual` workflow can plug in sim mirrors, torch base
 policies and the store's samplers: `envs` is a gymnasium env or vector env (same-step autoreset), `base` maps a batch
 of observations to a batch of base actions (NumPy in and out; None from scratch; see `StatefulBase` for bases with
-per-env state), `replay` receives every online step (`add`) and `sample(n)` returns n-step batches (pass a
-source-mixing sampler to train on demos + online data).
+per-env state), `replay` (default: an `EpisodeReplay`) receives every online step (`add`) and `sample(n)` returns
+demo/online-mixed n-step batches; put demos into it before training.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent, TrainState, new_key
 from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robot_rl.rl.config import AgentConfig
-from robot_rl.rl.replay import NStepReplay
+from robot_rl.rl.replay import EpisodeCallback, EpisodeReplay, replay_spec
 from robot_rl.rl.residual import compose_action, progressive_mask
 from robot_rl.rl.reward_scaling import ReturnScaler
 
@@ -37,7 +38,7 @@ class StatefulBase(Protocol):
 
 
 class Replay(Protocol):
-    def add(self, step: dict[str, np.ndarray]) -> None: ...
+    def add(self, step: dict[str, np.ndarray]) -> None: ...  # one vector step; see EpisodeReplay.add
     def sample(self, batch_size: int) -> dict[str, np.ndarray]: ...
     def __len__(self) -> int: ...
 
@@ -99,26 +100,6 @@ def reset_base(base: BasePolicy | None, mask: np.ndarray) -> None:
         base.reset(mask)
 
 
-def final_base_actions(base: BasePolicy | None, final_obs: Any, truncated: np.ndarray,
-                       last_base: np.ndarray) -> np.ndarray:
-    """Base actions at the final observations, for truncated episodes to bootstrap from (terminated ones do not).
-    A stateless base is asked; a stateful one (with `reset(mask)`, e.g. open-loop action chunks) would advance every
-    env's queue, so its last action stands in."""
-    if base is None or not truncated.any() or hasattr(base, "reset"):
-        return last_base
-    return base_actions(base, final_obs, len(truncated), last_base.shape[-1])
-
-
-def true_next_obs(next_obs: Any, info: dict, done: np.ndarray) -> Any:
-    """Where an episode ended, same-step autoreset put the reset obs in `next_obs` and the real one in info."""
-    if not done.any():
-        return next_obs
-    final = info["final_obs"]
-    if isinstance(next_obs, dict):
-        return {k: np.stack([final[i][k] if done[i] else v[i] for i in range(len(done))]) for k, v in next_obs.items()}
-    return np.stack([final[i] if done[i] else next_obs[i] for i in range(len(done))])
-
-
 def evaluate(envs: gym.vector.VectorEnv, episodes: int, base: BasePolicy | None, agent: ResidualAgent | None = None,
              state: TrainState | None = None, obs_key: str | None = None, seed: int = 0) -> dict[str, float]:
     """Success rate (an episode succeeds when it terminates: reward on success, termination on success) and mean
@@ -146,13 +127,33 @@ def evaluate(envs: gym.vector.VectorEnv, episodes: int, base: BasePolicy | None,
     return {"success": float(np.mean(successes)), "return": float(np.mean(returns)), "episodes": per_env * n}
 
 
+EvalEnvs = gym.vector.VectorEnv | dict[str, gym.vector.VectorEnv]
+
+
+def evaluate_all(eval_envs: EvalEnvs, episodes: int, base: BasePolicy | None, agent: ResidualAgent,
+                 state: TrainState, obs_key: str | None, seed: int) -> dict[str, float]:
+    """`evaluate` on each named env set: the first one's figures as `success`/`return`, every one's as
+    `success/<name>` (e.g. the nominal mirror and the variants that stand in for the robot)."""
+    if not isinstance(eval_envs, dict):
+        eval_envs = {"": eval_envs}
+    out: dict[str, float] = {}
+    for i, (name, envs) in enumerate(eval_envs.items()):
+        figures = evaluate(envs, episodes, base, agent, state, obs_key, seed)
+        if i == 0:
+            out.update(figures)
+        if name:
+            out.update({f"success/{name}": figures["success"], f"return/{name}": figures["return"]})
+    return out
+
+
 def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConfig, base: BasePolicy | None = None,
-          replay: Replay | None = None, sample: Callable[[int], dict] | None = None,
-          eval_envs: gym.vector.VectorEnv | None = None, eval_base: BasePolicy | None = None,
-          demo_rewards: Sequence[np.ndarray] = (), on_record: Callable[[str, dict], None] | None = None) -> TrainResult:
+          replay: Replay | None = None, eval_envs: EvalEnvs | None = None, eval_base: BasePolicy | None = None,
+          demo_rewards: Sequence[np.ndarray] = (), on_record: Callable[[str, dict], None] | None = None,
+          on_episode: EpisodeCallback | None = None) -> TrainResult:
     """Run residual RL for `loop.total_steps` env steps. `on_record(kind, record)` sees every "log" and "eval"
-    record as it is made (for CSV / TensorBoard / progress bars in the workflow). `demo_rewards` (one reward array
-    per demo episode) seed the return-based reward scale, so it is right before the first online success.
+    record as it is made (for CSV / TensorBoard / progress bars in the workflow); `on_episode(steps, env)` every
+    finished online episode (to write it to a store), when the default replay is used. `demo_rewards` (one reward
+    array per demo episode) seed the return-based reward scale, so it is right before the first online success.
     `eval_base` (default: `base`) must be a separate instance when the base keeps per-env state."""
     if cfg.enabled and base is None:
         raise UserError("a residual recipe needs a base policy; pass base=... or set residual.enabled=false")
@@ -163,9 +164,9 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     obs_dim = flat_obs(obs, loop.obs_key).shape[-1]
     agent = ResidualAgent(cfg, obs_dim, action_dim)
     state = agent.init(loop.seed)
-    replay = replay or NStepReplay(loop.replay_capacity, num_envs, obs_dim, action_dim, cfg.n_step, cfg.gamma,
-                                   loop.seed)
-    sample = sample or replay.sample
+    if replay is None:
+        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim))
+        replay = EpisodeReplay(cache, cfg, num_envs, loop.seed, on_episode)
     scaler = ReturnScaler(num_envs, cfg.gamma, cfg.g_max)
     for rewards in demo_rewards:
         scaler.update_episode(rewards)
@@ -183,6 +184,10 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         if on_record is not None:
             on_record(kind, values)
 
+    def run_eval(env_steps: int) -> None:
+        record("eval", {"env_steps": env_steps, **evaluate_all(eval_envs, loop.eval_episodes, eval_base, agent,
+                                                               state, loop.obs_key, loop.seed)})
+
     def checkpoint(iteration: int) -> None:
         meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
                 "update_calls": update_calls, "env_steps": iteration * num_envs,
@@ -190,55 +195,52 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         save_checkpoint(loop.checkpoint_dir, state, meta, step=iteration * num_envs)
 
     if eval_envs is not None and start_iter == 0:
-        record("eval", {"env_steps": 0, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
-                                                   loop.obs_key, loop.seed)})
+        run_eval(0)
     reset_base(base, np.ones(num_envs, bool))
     base_action = base_actions(base, obs, num_envs, action_dim)
     critic_warm = start_iter * num_envs >= cfg.warmup_steps
     iterations = math.ceil(loop.total_steps / num_envs)
+    no_intervention = np.zeros(num_envs, bool)
     for it in range(start_iter, iterations):
         env_steps = it * num_envs
         # act: base + uniform noise while warming up, then base + residual (progressively, if configured)
         if env_steps < cfg.warmup_steps:
-            noise = rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, (num_envs, action_dim)).astype(np.float32)
-            action = compose_action(base_action, noise)
+            residual = rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, (num_envs, action_dim)).astype(np.float32)
         else:
             residual = agent.act(state, flat_obs(obs, loop.obs_key), base_action, act_key, it)
             residual = residual * progressive_mask(rng, num_envs, env_steps, cfg.progressive_steps)
-            action = compose_action(base_action, residual)
-        next_obs, reward, terminated, truncated, info = envs.step(action)
+        action = compose_action(base_action, residual)
+        next_obs, reward, terminated, truncated, _ = envs.step(action)
+        replay.add({"obs": flat_obs(obs, loop.obs_key), "base_action": base_action, "residual_action": residual,
+                    "action": action, "reward": reward.astype(np.float32), "terminated": terminated,
+                    "truncated": truncated, "intervention": no_intervention})
         done = terminated | truncated
-        real_next = true_next_obs(next_obs, info, done)
-        real_next_base = final_base_actions(base, real_next, truncated & ~terminated, base_action)
         reset_base(base, done)
-        next_base = base_actions(base, next_obs, num_envs, action_dim)
-        real_next_base = np.where(done[:, None], real_next_base, next_base)
-        replay.add({"obs": flat_obs(obs, loop.obs_key), "base_action": base_action, "action": action,
-                    "reward": reward, "terminated": terminated, "truncated": truncated,
-                    "next_obs": flat_obs(real_next, loop.obs_key), "next_base_action": real_next_base})
         scaler.update(reward, done)
-        obs, base_action = next_obs, next_base
+        obs, base_action = next_obs, base_actions(base, next_obs, num_envs, action_dim)
 
-        # learn: one jitted call per env step (utd critic updates + actor), critic-only warm-up first
+        # learn: `update_ratio` jitted calls per env step (each: utd critic updates + actor), critic-only warm-up first
         env_steps = (it + 1) * num_envs
         reward_scale = scaler.scale if cfg.reward_scaling else 1.0
         metrics = None
         if env_steps >= cfg.warmup_steps and len(replay) >= cfg.batch_size:
             if not critic_warm:
                 for _ in range(math.ceil(cfg.critic_warmup_updates / cfg.utd)):
-                    state, _ = agent.update(state, sample(cfg.utd * cfg.batch_size), reward_scale, update_actor=False)
+                    state, _ = agent.update(state, replay.sample(cfg.utd * cfg.batch_size), reward_scale,
+                                            update_actor=False)
                 critic_warm = True
-            for _ in range(num_envs):
+            due = math.floor(env_steps * cfg.update_ratio) - math.floor((env_steps - num_envs) * cfg.update_ratio)
+            for _ in range(due):
                 update_actor = update_calls % cfg.actor_every == 0
-                state, metrics = agent.update(state, sample(cfg.utd * cfg.batch_size), reward_scale, update_actor)
+                state, metrics = agent.update(state, replay.sample(cfg.utd * cfg.batch_size), reward_scale,
+                                              update_actor)
                 update_calls += 1
 
         if metrics is not None and env_steps % loop.log_every < num_envs:
             record("log", {"env_steps": env_steps, "reward_scale": reward_scale,
                            **{k: float(v) for k, v in metrics.items()}})
         if eval_envs is not None and loop.eval_every and env_steps % loop.eval_every < num_envs:
-            record("eval", {"env_steps": env_steps, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
-                                                               loop.obs_key, loop.seed)})
+            run_eval(env_steps)
         if loop.checkpoint_dir and loop.checkpoint_every and env_steps % loop.checkpoint_every < num_envs:
             checkpoint(it + 1)
 
@@ -246,7 +248,6 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         checkpoint(iterations)
     final_steps = iterations * num_envs
     if eval_envs is not None and not (result.evals and result.evals[-1]["env_steps"] == final_steps):
-        record("eval", {"env_steps": final_steps, **evaluate(eval_envs, loop.eval_episodes, eval_base, agent, state,
-                                                             loop.obs_key, loop.seed)})
+        run_eval(final_steps)
     result.state, result.env_steps = state, final_steps
     return result

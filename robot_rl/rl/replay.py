@@ -1,71 +1,80 @@
-"""Minimal in-memory n-step replay for the training loop's online data (a stand-in: `robot_rl.data` owns the real
-samplers and source mixing; anything with the same `add` / `sample` methods plugs into `robot_rl.rl.loop.train`).
+"""The learner's replay: whole episodes in the data package's `ReplayCache`, n-step batches from its `NStepSampler`.
 
-Storage is time-major per vector env, so an n-step window is a walk along the time axis of one env; a window stops at
-the first episode end and at the newest written step, and bootstraps from the step where it stopped.
+The simulation loop and the live learner share this path: the loop gathers each vector env's steps until its episode
+ends and adds the whole episode to the cache (the live learner adds the store's committed episodes instead), and both
+draw demo/online-mixed n-step batches through `agent_batch`. Demos and intervened steps are the demo group; the
+policy's own steps the online group (`AgentConfig.demo_fraction` sets the split).
+
+An episode that ended at a time limit stored no observation after its last step, so that step never starts a
+transition (the sampler's convention); every other step bootstraps from the step n later, as on the robot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-STEP_KEYS = ("obs", "base_action", "action", "reward", "terminated", "truncated", "next_obs", "next_base_action")
+from robot_rl.data import NStepSampler, ReplayCache
+from robot_rl.rl.config import AgentConfig
+
+EpisodeCallback = Callable[[dict[str, np.ndarray], int], None]  # (steps of one episode, env index)
 
 
-class NStepReplay:
-    def __init__(self, capacity: int, num_envs: int, obs_dim: int, action_dim: int, n_step: int, gamma: float,
-                 seed: int = 0) -> None:
-        self.rows = max(capacity // num_envs, n_step + 1)
-        self.num_envs, self.n_step, self.gamma = num_envs, n_step, gamma
-        shape = (self.rows, num_envs)
-        self.data = {
-            "obs": np.zeros(shape + (obs_dim,), np.float32),
-            "next_obs": np.zeros(shape + (obs_dim,), np.float32),
-            "base_action": np.zeros(shape + (action_dim,), np.float32),
-            "next_base_action": np.zeros(shape + (action_dim,), np.float32),
-            "action": np.zeros(shape + (action_dim,), np.float32),
-            "reward": np.zeros(shape, np.float32),
-            "terminated": np.zeros(shape, bool),
-            "truncated": np.zeros(shape, bool),
-        }
-        self.ptr, self.size = 0, 0  # next row to write, rows written (at most `rows`)
-        self.rng = np.random.default_rng(seed)
+def agent_batch(batch: dict[str, np.ndarray], obs_key: str) -> dict[str, np.ndarray]:
+    """A sampler batch (store key names) as the agent's batch (`obs`, `next_obs`, base actions, n-step sums)."""
+    return {"obs": batch[obs_key], "action": batch["action"], "reward": batch["reward"],
+            "discount": batch["discount"], "next_obs": batch[f"next_{obs_key}"], "base_action": batch["base_action"],
+            "next_base_action": batch["next_base_action"]}
+
+
+def replay_spec(obs_dim: int, action_dim: int, obs_key: str = "obs") -> dict[str, tuple[tuple[int, ...], str]]:
+    """The keys the learner caches: the flat observation, executed and base actions, rewards and episode ends."""
+    return {obs_key: ((obs_dim,), "float32"), "action": ((action_dim,), "float32"),
+            "base_action": ((action_dim,), "float32"), "reward": ((), "float32"), "terminated": ((), "bool"),
+            "intervention": ((), "bool")}
+
+
+def n_step_sampler(cache: ReplayCache, cfg: AgentConfig, obs_key: str, seed: int) -> NStepSampler:
+    fractions = {"demo": cfg.demo_fraction, "online": 1.0 - cfg.demo_fraction}
+    return NStepSampler(cache, n=cfg.n_step, gamma=cfg.gamma, fractions=fractions,
+                        next_keys=[obs_key, "base_action"], seed=seed)
+
+
+class EpisodeReplay:
+    """Per-env step buffers of a vector env, flushed as whole episodes into a `ReplayCache`.
+
+    `add(step)` takes one vector step (arrays with a leading num_envs axis; at least the `replay_spec` keys, with the
+    flat observation under "obs"; extra keys such as `residual_action` are kept for `on_episode`). When an env's
+    episode ends, the episode goes to the cache and to `on_episode(steps, env)` (e.g. to write it to a store).
+    """
+
+    OBS = "obs"
+
+    def __init__(self, cache: ReplayCache, cfg: AgentConfig, num_envs: int, seed: int = 0,
+                 on_episode: EpisodeCallback | None = None):
+        self.cache, self.num_envs, self.on_episode = cache, num_envs, on_episode
+        self.sampler = n_step_sampler(cache, cfg, self.OBS, seed)
+        self.pending: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
+        self.online_episodes = 0
 
     def __len__(self) -> int:
-        return self.size * self.num_envs
+        return self.cache.size
+
+    def add_episode(self, steps: dict[str, np.ndarray], source: str) -> None:
+        """A whole episode from elsewhere (demos): `source` scripted/teleop joins the demo group."""
+        self.cache.add_episode(steps, source)
 
     def add(self, step: dict[str, np.ndarray]) -> None:
-        """One vector-env step: each of STEP_KEYS with a leading num_envs axis; `next_obs` is the true next
-        observation (the final one where an episode ended)."""
-        for key in STEP_KEYS:
-            self.data[key][self.ptr] = step[key]
-        self.ptr = (self.ptr + 1) % self.rows
-        self.size = min(self.size + 1, self.rows)
+        for i in range(self.num_envs):
+            self.pending[i].append({key: value[i] for key, value in step.items()})
+        for i in np.flatnonzero(np.asarray(step["terminated"]) | np.asarray(step["truncated"])):
+            episode = {key: np.stack([s[key] for s in self.pending[i]]) for key in self.pending[i][0]}
+            self.pending[i] = []
+            self.cache.add_episode(episode, "policy")
+            self.online_episodes += 1
+            if self.on_episode is not None:
+                self.on_episode(episode, int(i))
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """`reward` = sum_k gamma^k r_{t+k} over the window, `discount` = gamma^m * (1 - terminated at its end)."""
-        age = self.rng.integers(0, self.size, batch_size)  # 0 = oldest row still stored
-        env = self.rng.integers(0, self.num_envs, batch_size)
-        start = (self.ptr - self.size + age) % self.rows
-        d = self.data
-        reward = np.zeros(batch_size, np.float32)
-        length = np.zeros(batch_size, np.int64)
-        last = start.copy()
-        alive = np.ones(batch_size, bool)
-        for k in range(self.n_step):
-            row = (start + k) % self.rows
-            alive &= age + k < self.size
-            reward += np.where(alive, self.gamma**k * d["reward"][row, env], 0.0).astype(np.float32)
-            last = np.where(alive, row, last)
-            length = np.where(alive, k + 1, length)
-            alive &= ~(d["terminated"][row, env] | d["truncated"][row, env])
-        discount = (self.gamma**length * ~d["terminated"][last, env]).astype(np.float32)
-        return {
-            "obs": d["obs"][start, env],
-            "base_action": d["base_action"][start, env],
-            "action": d["action"][start, env],
-            "reward": reward,
-            "discount": discount,
-            "next_obs": d["next_obs"][last, env],
-            "next_base_action": d["next_base_action"][last, env],
-        }
+        return agent_batch(self.sampler.sample(batch_size), self.OBS)

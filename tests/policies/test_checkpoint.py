@@ -162,9 +162,10 @@ def test_the_kill_test_catches_a_writer_that_is_not_atomic(tmp_path):
         tmp = tmp_path / "staging.safetensors"
         save_policy(tmp, model)
         data = tmp.read_bytes()
-        with open(path, "wb") as f:
-            for i in range(0, len(data), 4096):
-                f.write(data[i:i + 4096])
-                f.flush()
+        with open(path, "wb") as f:  # half, a pause (a slow disk), the rest: kills land mid-write even on a
+            f.write(data[:len(data) // 2])  # loaded machine where the child is scheduled late
+            f.flush()
+            time.sleep(0.02)
+            f.write(data[len(data) // 2:])
 
     assert kill_writer_repeatedly(tmp_path / "policy.safetensors", kills=25, write=write_in_place)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from rl_helpers import ACTION_DIM, OBS_DIM, random_batch, td3_recipe, tiny_recipe
 
+from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent, as_key
-from robot_rl.rl.replay import NStepReplay
+from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.rl.residual import compose_action
 
 
@@ -41,50 +42,50 @@ def test_zero_residual_reproduces_base_exactly(agent):
 def test_n_step_targets_match_hand_computation():
     gamma, n = 0.9, 3
     cfg = td3_recipe()
+    assert (cfg.gamma, cfg.n_step) == (gamma, n)
     agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
     state = agent.init(0)
-    # one env, 12 steps: obs[0] is the time index; episode ends: terminated at t=4, truncated at t=9
+    # one env, 12 steps in three episodes: terminated at t=4, truncated (time limit) at t=9, terminated at t=11;
+    # obs[0] is the time index
     T = 12
     rewards = np.array([0.5, 0, 1, 0, 2, 0.25, 0, 3, 0, 1, 0, 0.5], np.float32)
     terminated = np.zeros(T, bool)
     truncated = np.zeros(T, bool)
-    terminated[4], truncated[9] = True, True
+    terminated[[4, 11]], truncated[9] = True, True
     obs = np.stack([np.arange(T), np.sin(np.arange(T))], axis=1).astype(np.float32)
-    next_obs = obs + 100.0  # distinct from any obs: the final obs of each episode is its own observation
     base = np.cos(np.arange(T))[:, None].astype(np.float32) * 0.9
-    next_base = np.sin(np.arange(T))[:, None].astype(np.float32) * 0.9
-    replay = NStepReplay(64, 1, OBS_DIM, ACTION_DIM, n, gamma, seed=0)
+    replay = EpisodeReplay(ReplayCache(64, replay_spec(OBS_DIM, ACTION_DIM)), cfg, num_envs=1, seed=0)
     for t in range(T):
         replay.add({"obs": obs[t:t + 1], "base_action": base[t:t + 1], "action": base[t:t + 1],
                     "reward": rewards[t:t + 1], "terminated": terminated[t:t + 1], "truncated": truncated[t:t + 1],
-                    "next_obs": next_obs[t:t + 1], "next_base_action": next_base[t:t + 1]})
+                    "intervention": np.zeros(1, bool)})
     batch = replay.sample(cfg.batch_size)
 
-    # the network parts: the target critic's Q at every step's next obs and next base action (the zero-initialized
-    # actor adds a zero residual), and the agent's targets for the batch; one jitted call, because eager dispatch
-    # would compile every primitive separately
-    q_next, (y, _) = jax.jit(lambda st, b: (
-        agent.critic_net.apply({"params": st.target_critic}, next_obs, compose_action(next_base, 0.0 * next_base)),
+    # the network parts: the target critic's Q at every step's obs and base action (the zero-initialized actor adds
+    # a zero residual), and the agent's targets for the batch; one jitted call, because eager dispatch would compile
+    # every primitive separately
+    q_at, (y, _) = jax.jit(lambda st, b: (
+        agent.critic_net.apply({"params": st.target_critic}, obs, compose_action(base, 0.0 * base)),
         agent.critic_target(st, b, 1.0, as_key(st.key))))(state, agent.prepare_batch(batch))
-    q_next = np.asarray(q_next)  # (heads, T)
+    q_at = np.asarray(q_at).min(axis=0)  # min over the heads, per step
 
-    # by hand: sum gamma^k r over the window, cut at an episode end or at the newest step; bootstrap from the last
-    # step's next obs with gamma^m, not at all after a termination; min over the heads
+    # by hand: sum gamma^k r over m = min(n, steps left) steps; a time-limited episode has no observation after its
+    # last step, so its windows stop one step earlier and that step starts none; bootstrap from obs[t + m] with
+    # gamma^m, not at all when the window reaches a termination
+    ends = {t: (4, True) for t in range(5)} | {t: (9, False) for t in range(5, 10)} | {10: (11, True), 11: (11, True)}
     expected = []
     for t in batch["obs"][:, 0].astype(int):
-        ret, m = 0.0, 0
-        for k in range(n):
-            if t + k >= T:
-                break
-            ret += gamma**k * rewards[t + k]
-            m = k + 1
-            if terminated[t + k] or truncated[t + k]:
-                break
-        last = t + m - 1
-        np.testing.assert_array_equal(batch["next_obs"][len(expected)], next_obs[last])
-        expected.append(ret + gamma**m * (not terminated[last]) * q_next.min(axis=0)[last])
+        end, terminal = ends[t]
+        left = end - t + 1
+        m = min(n, left if terminal else left - 1)
+        ret = sum(gamma**k * rewards[t + k] for k in range(m))
+        if terminal and m == left:
+            expected.append(ret)
+        else:
+            np.testing.assert_array_equal(batch["next_obs"][len(expected)], obs[t + m])
+            expected.append(ret + gamma**m * q_at[t + m])
     expected = np.asarray(expected)
-    assert len(set(batch["obs"][:, 0].astype(int))) == T  # every start (incl. windows cut short) was checked
+    assert set(batch["obs"][:, 0].astype(int)) == set(range(T)) - {9}  # every sampleable start was checked
 
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
     # the update uses exactly these targets (and divides rewards by the reward scale)

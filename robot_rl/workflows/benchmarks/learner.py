@@ -22,10 +22,11 @@ import jax
 import numpy as np
 from omegaconf import DictConfig
 
+from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent
 from robot_rl.rl.config import AgentConfig
-from robot_rl.rl.replay import NStepReplay
+from robot_rl.rl.replay import EpisodeReplay, replay_spec
 
 
 @dataclass
@@ -55,16 +56,19 @@ def limit_threads(threads: int) -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
 
 
-def random_replay(obs_dim: int, action_dim: int, size: int, seed: int) -> NStepReplay:
-    """One-step transitions with random content: update speed does not depend on what the numbers mean."""
-    replay = NStepReplay(size, 1, obs_dim, action_dim, n_step=1, gamma=0.99, seed=seed)
+def random_replay(cfg: AgentConfig, obs_dim: int, action_dim: int, size: int, seed: int) -> EpisodeReplay:
+    """Episodes of random content (the learner's replay path, sampling included): update speed does not depend on
+    what the numbers mean."""
+    replay = EpisodeReplay(ReplayCache(size, replay_spec(obs_dim, action_dim)), cfg, num_envs=1, seed=seed)
     rng = np.random.default_rng(seed)
-    for _ in range(size):
-        replay.add({"obs": rng.normal(size=(1, obs_dim)), "base_action": rng.uniform(-1, 1, (1, action_dim)),
-                    "action": rng.uniform(-1, 1, (1, action_dim)), "reward": rng.random(1),
-                    "terminated": rng.random(1) < 0.01, "truncated": np.zeros(1, bool),
-                    "next_obs": rng.normal(size=(1, obs_dim)),
-                    "next_base_action": rng.uniform(-1, 1, (1, action_dim))})
+    length = 100
+    for _ in range(size // length):
+        replay.add_episode({"obs": rng.normal(size=(length, obs_dim)).astype(np.float32),
+                            "base_action": rng.uniform(-1, 1, (length, action_dim)).astype(np.float32),
+                            "action": rng.uniform(-1, 1, (length, action_dim)).astype(np.float32),
+                            "reward": rng.random(length).astype(np.float32),
+                            "terminated": np.arange(length) == length - 1,
+                            "intervention": np.zeros(length, bool)}, "policy")
     return replay
 
 
@@ -78,7 +82,7 @@ def sac_config(hidden_dim: int, batch_size: int, bounded: bool, utd: int) -> Age
 
 
 class OurLearner:
-    def __init__(self, cfg: AgentConfig, replay: NStepReplay, obs_dim: int, action_dim: int, seed: int) -> None:
+    def __init__(self, cfg: AgentConfig, replay: EpisodeReplay, obs_dim: int, action_dim: int, seed: int) -> None:
         self.cfg, self.replay = cfg, replay
         self.agent = ResidualAgent(cfg, obs_dim, action_dim)
         self.state = self.agent.init(seed)
@@ -92,7 +96,7 @@ class OurLearner:
 
 
 class SB3Learner:
-    def __init__(self, replay: NStepReplay, obs_dim: int, action_dim: int, hidden_dim: int, batch_size: int,
+    def __init__(self, replay: EpisodeReplay, obs_dim: int, action_dim: int, hidden_dim: int, batch_size: int,
                  seed: int) -> None:
         from stable_baselines3 import SAC
         from stable_baselines3.common.logger import configure
@@ -103,12 +107,12 @@ class SB3Learner:
         self.model = SAC("MlpPolicy", env, batch_size=batch_size, buffer_size=size + 1, learning_starts=0,
                          policy_kwargs={"net_arch": [hidden_dim, hidden_dim]}, device="cpu", seed=seed)
         self.model.set_logger(configure(None, []))
-        buffer, data = self.model.replay_buffer, replay.data
-        buffer.observations[:size] = data["obs"][:size]
-        buffer.next_observations[:size] = data["next_obs"][:size]
-        buffer.actions[:size] = data["action"][:size]
-        buffer.rewards[:size] = data["reward"][:size]
-        buffer.dones[:size] = data["terminated"][:size]
+        buffer, data = self.model.replay_buffer, replay.sample(size)  # the same transitions on both sides
+        buffer.observations[:size] = data["obs"][:, None]
+        buffer.next_observations[:size] = data["next_obs"][:, None]
+        buffer.actions[:size] = data["action"][:, None]
+        buffer.rewards[:size] = data["reward"][:, None]
+        buffer.dones[:size] = (data["discount"] == 0)[:, None]
         buffer.pos = size
         self.run(2)
 
@@ -143,7 +147,8 @@ def benchmark_learner(obs_dim: int = 32, action_dim: int = 7, hidden_dim: int = 
         raise UserError("bench learner: obs_dim, action_dim, hidden_dim, batch_size, updates, rounds must be >= 1")
     limit_threads(threads)
     import torch
-    replay = random_replay(obs_dim, action_dim, max(10 * batch_size, 4096), seed)
+    replay = random_replay(sac_config(hidden_dim, batch_size, False, 1), obs_dim, action_dim,
+                           max(10 * batch_size, 4096), seed)
     learners = {
         "sb3": SB3Learner(replay, obs_dim, action_dim, hidden_dim, batch_size, seed),
         "ours": OurLearner(sac_config(hidden_dim, batch_size, False, 1), replay, obs_dim, action_dim, seed),

@@ -1,0 +1,274 @@
+"""`robot-rl train-residual task=... base=CKPT [demos=ROOT] [residual=ours]`: residual RL in a sim mirror.
+
+Wires the concrete parts into `robot_rl.rl.loop.train`: vectorized mirrors (same-step reset), the frozen torch base
+policy batched over the envs (`BatchedChunkPolicy`), demos from an episode store (their base actions relabelled by
+running the base along each demo, since scripted demos carry none), periodic evaluation on `nominal` and chosen
+variants, checkpoints, CSV and TensorBoard logs, a learning-curve PNG, and every online episode written to an episode
+store (`source=policy`, with base and residual actions) so the evaluator and the ranking can use it.
+`train_residual(...)` is the plain function that `robot-rl demo`, the benchmark and the tests call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
+from robot_rl.errors import UserError
+from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.loop import LoopConfig, evaluate, train
+from robot_rl.rl.replay import EpisodeReplay, replay_spec
+
+OBS_KEY = "state"  # the flat vector the learner reads (images go to the base policy only)
+
+
+def load_base(path: str | Path, task: str, num_envs: int):
+    """The frozen base policy as a batched callable over `num_envs` envs, after checking it fits the task."""
+    import sim
+    from robot_rl.policies import load_policy
+    from robot_rl.policies.batched import BatchedChunkPolicy
+
+    if not Path(path).is_file():
+        raise UserError(f"base checkpoint {str(path)!r} does not exist; train one with `robot-rl train-base` and give "
+                        "base=PATH/policy.safetensors")
+    policy = load_policy(path)
+    robot = sim.make_env(task).robot
+    obs_shapes = {key: shape for key, (shape, _) in robot.obs_spec.items() if key in policy.spec.obs_keys}
+    policy.spec.check_matches(task=task, action_dim=robot.action_dim, obs_shapes=obs_shapes, source=str(path))
+    return BatchedChunkPolicy(policy, num_envs)
+
+
+def relabel_base_actions(episodes: Sequence[dict[str, np.ndarray]], base_path: str | Path, task: str) -> list:
+    """The base actions along each demo: the base runs open loop along the recorded observations (all demos in
+    lockstep, one batched inference per chunk), exactly as it would have acted at those states."""
+    base = load_base(base_path, task, len(episodes))
+    longest = max(len(e["reward"]) for e in episodes)
+    out = [np.zeros_like(e["action"]) for e in episodes]
+    for t in range(longest):
+        obs = np.stack([e[f"obs/{OBS_KEY}"][min(t, len(e["reward"]) - 1)] for e in episodes])
+        actions = base({OBS_KEY: obs})
+        for i, e in enumerate(episodes):
+            if t < len(e["reward"]):
+                out[i][t] = actions[i]
+    return out
+
+
+def load_demos(root: str | Path, task: str, base_path: str | Path | None) -> tuple[list[dict], list[str]]:
+    """Demo episodes of `task` as replay episodes (obs, action, base_action, reward, terminated, intervention)."""
+    with EpisodeStore.open(root, mode="r") as store:
+        key = f"obs/{OBS_KEY}"
+        if key not in store.schema:
+            raise UserError(f"demo store {root} has no {key!r}; the learner reads the state vector")
+        tasks = {str(t) for t in store.meta["task"]} - {""}
+        if tasks and task not in tasks:
+            raise UserError(f"demo store {root} holds {', '.join(sorted(tasks))} episodes, not {task}; give demos of "
+                            f"{task}")
+        episodes = [store.episode(i) for i in range(store.num_episodes)]
+        sources = [str(s) for s in store.meta["source"]]
+    if not episodes:
+        raise UserError(f"demo store {root} has no episodes; collect some with `robot-rl collect`")
+    if base_path is not None:  # always relabel: a recorded base_action is some other policy's (a scripted demo
+        # records the expert's action there), never necessarily this base's
+        for episode, actions in zip(episodes, relabel_base_actions(episodes, base_path, task)):
+            episode["base_action"] = actions
+    replay_episodes = []
+    for e in episodes:
+        length = len(e["reward"])
+        replay_episodes.append({
+            "obs": e[key].astype(np.float32), "action": e["action"].astype(np.float32),
+            "base_action": e["base_action"].astype(np.float32) if base_path else np.zeros_like(e["action"]),
+            "reward": e["reward"].astype(np.float32), "terminated": e["terminated"].astype(bool),
+            "intervention": e["intervention"].astype(bool) if "intervention" in e else np.zeros(length, bool)})
+    return replay_episodes, sources
+
+
+class RolloutWriter:
+    """Every online episode into an episode store: what the robot did, the base's action and the residual's."""
+
+    def __init__(self, root: Path, obs_dim: int, action_dim: int, task: str, domain: str, policy_id: str):
+        schema = make_step_schema({OBS_KEY: ((obs_dim,), "float32")}, action_dim)
+        self.store = EpisodeStore.create(root, schema)
+        self.writer = self.store.writer()
+        self.writer.__enter__()
+        self.fields = {"task": task, "domain": domain, "policy_id": policy_id}
+        self.episodes = 0
+
+    def __call__(self, steps: dict[str, np.ndarray], env: int) -> None:
+        length = len(steps["reward"])
+        now = time.time()
+        for t in range(length):
+            self.writer.add_step({
+                f"obs/{OBS_KEY}": steps["obs"][t], "action": steps["action"][t], "policy_action": steps["action"][t],
+                "base_action": steps["base_action"][t], "residual_action": steps["residual_action"][t],
+                "human_action": np.full_like(steps["action"][t], np.nan), "intervention": False,
+                "reward": steps["reward"][t], "terminated": steps["terminated"][t], "truncated": steps["truncated"][t],
+                "timestamp": now})
+        self.writer.end_episode(success=bool(steps["terminated"][-1]), source="policy", **self.fields)
+        self.episodes += 1
+
+    def close(self) -> None:
+        self.writer.__exit__(None, None, None)
+        self.store.close()
+
+
+class RunLog:
+    """CSV files (log.csv, eval.csv) and TensorBoard events for the loop's records; a line per evaluation."""
+
+    def __init__(self, out: Path, progress: bool):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out, self.progress = out, progress
+        self.tb = SummaryWriter(str(out / "tensorboard"))
+        self.files: dict[str, tuple[Any, csv.DictWriter]] = {}
+
+    def __call__(self, kind: str, record: dict) -> None:
+        step = int(record["env_steps"])
+        for key, value in record.items():
+            if key != "env_steps" and isinstance(value, int | float):
+                self.tb.add_scalar(f"{kind}/{key}", value, step)
+        if kind not in self.files:
+            handle = open(self.out / f"{kind}.csv", "a", newline="")  # noqa: SIM115 - open for the run, closed in close()
+            writer = csv.DictWriter(handle, fieldnames=list(record), extrasaction="ignore")
+            if handle.tell() == 0:
+                writer.writeheader()
+            self.files[kind] = (handle, writer)
+        handle, writer = self.files[kind]
+        writer.writerow(record)
+        handle.flush()
+        if kind == "eval" and self.progress:
+            variants = " ".join(f"{k.split('/')[1]}={v:.2f}" for k, v in record.items() if k.startswith("success/"))
+            print(f"[train-residual] {step} env steps: success {record['success']:.2f} {variants}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.tb.close()
+        for handle, _ in self.files.values():
+            handle.close()
+
+
+def plot_learning_curve(evals: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [e["env_steps"] for e in evals]
+    names = [k for k in evals[0] if k.startswith("success/")] or ["success"]
+    for name in names:
+        ax.plot(steps, [e[name] for e in evals], marker="o", label=name.removeprefix("success/"))
+    ax.set_xlabel("online env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def steps_to(evals: list[dict], level: float) -> int | None:
+    """Env steps at the first evaluation whose success reached `level`."""
+    return next((int(e["env_steps"]) for e in evals if e["success"] >= level), None)
+
+
+def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop: LoopConfig, out: str | Path,
+                   demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
+                   eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
+    Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
+    episode store) and OUT/summary.json; returns the summary."""
+    import sim
+
+    if recipe.enabled and base is None:
+        raise UserError("a residual needs its base policy: give base=PATH/policy.safetensors "
+                        "(or residual=scratch for SAC from scratch)")
+    base = None if not recipe.enabled else base
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loop.obs_key = OBS_KEY
+    loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
+    eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True) for name in eval_variants}
+    base_fn = load_base(base, task, num_envs) if base is not None else None
+    eval_base = load_base(base, task, eval_num_envs) if base is not None else None
+    obs_dim = envs.single_observation_space[OBS_KEY].shape[0]
+    action_dim = envs.single_action_space.shape[0]
+
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if rollouts:
+            resumed = loop.resume and (out / "rollouts").exists()
+            root = out / ("rollouts" if not resumed else f"rollouts_resumed_{int(time.time())}")
+            writer = RolloutWriter(root, obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}")
+            stack.callback(writer.close)
+        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim))
+        replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
+        demo_rewards = []
+        if demos is not None:
+            episodes, sources = load_demos(demos, task, base)
+            for episode, source in zip(episodes, sources):
+                replay.add_episode(episode, source)
+                demo_rewards.append(episode["reward"])
+        log = RunLog(out, progress)
+        stack.callback(log.close)
+        result = train(envs, recipe, loop, base=base_fn, replay=replay, eval_envs=eval_envs, eval_base=eval_base,
+                       demo_rewards=demo_rewards, on_record=log)
+    envs.close()
+    for e in eval_envs.values():
+        e.close()
+
+    evals = result.evals
+    plot_learning_curve(evals, out / "learning_curve.png", f"{recipe.name} on {task}")
+    summary = {
+        "task": task, "recipe": recipe.name, "base": str(base) if base else None,
+        "base_success": evals[0]["success"] if evals and evals[0]["env_steps"] == 0 else None,
+        "final_success": evals[-1]["success"], "env_steps": result.env_steps,
+        "steps_to_90": steps_to(evals, 0.9), "steps_to_95": steps_to(evals, 0.95),
+        "curve": [[e["env_steps"], e["success"]] for e in evals],
+        **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
+        "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
+        "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
+        "out": str(out), "loop": asdict(loop),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def evaluate_base(task: str, base: str | Path, episodes: int, variant: str = "nominal", num_envs: int = 10,
+                  seed: int = 0) -> dict[str, float]:
+    """Success of the base alone, batched over vector envs the way `train_residual` evaluates."""
+    import sim
+
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
+    try:
+        return evaluate(envs, episodes, load_base(base, task, num_envs), obs_key=OBS_KEY, seed=seed)
+    finally:
+        envs.close()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    task_cfg = cfg.get("task")
+    if task_cfg is None:
+        raise UserError("give the task: robot-rl train-residual task=PushCube base=CKPT [demos=ROOT]")
+    recipe = AgentConfig.from_dict(OmegaConf.to_container(cfg.residual, resolve=True))
+    loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
+                      eval_episodes=int(cfg.eval.episodes), log_every=int(cfg.log_every),
+                      replay_capacity=int(cfg.replay_capacity), checkpoint_every=int(cfg.checkpoint_every),
+                      resume=bool(cfg.resume))
+    out = cfg.out or f"runs/train_residual/{task_cfg.name}_{recipe.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return train_residual(task=str(task_cfg.name), base=cfg.base, recipe=recipe, loop=loop, out=out,
+                          demos=cfg.demos, num_envs=int(cfg.num_envs), variant=str(cfg.variant),
+                          eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
+                          rollouts=bool(cfg.rollouts), progress=bool(cfg.progress))

@@ -68,6 +68,12 @@ class PolicyEstimate:
                 "num_initial_states": len(self.initial_values)}
 
 
+def td_target(reward, discount, next_q, lo: float, hi: float):
+    """The chunk target: `reward` is sum_{k<H} gamma^k r_{t+k} over the window's valid steps, `discount` is gamma^H
+    when s_{t+H} exists in the episode and 0 when the episode terminated inside the window; clipped to [lo, hi]."""
+    return jnp.clip(reward + discount * next_q, lo, hi)
+
+
 class ChunkedTDEvaluator:
     """Fits one critic per evaluated policy on a replay cache and reports the policy's value."""
 
@@ -95,13 +101,24 @@ class ChunkedTDEvaluator:
         obs = self.cache.data[self.cfg.obs_key][slots].reshape(len(slots), -1)
         return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
 
+    def history_slots(self, slots: np.ndarray, n: int) -> np.ndarray:
+        """(len(slots), n) slots of the last n steps up to each slot, oldest first, never before its episode's start
+        (the first state repeats, as a policy's history does at an episode's start)."""
+        starts = np.sort(self.cache.episode_starts())
+        first = starts[np.searchsorted(starts, slots, side="right") - 1]
+        return np.maximum(slots[:, None] - np.arange(n - 1, -1, -1), first[:, None])
+
     def policy_chunks(self, policy: PolicyFn, slots: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """The first H actions the policy proposes at each slot's observation, flattened: (len(slots), H * A)."""
+        """The first H actions the policy proposes at each slot's observation, flattened: (len(slots), H * A).
+
+        A policy with an attribute `n_obs_steps` = n > 1 gets each slot's last n observations, (B, n, *shape)."""
         H, out = self.cfg.horizon, []
         name = self.cfg.obs_key.removeprefix("obs/")
+        n_obs = int(getattr(policy, "n_obs_steps", 1))
         for start in range(0, len(slots), batch):
             part = slots[start:start + batch]
-            chunk = np.asarray(policy({name: self.cache.data[self.cfg.obs_key][part]}), dtype=np.float32)
+            rows = self.history_slots(part, n_obs) if n_obs > 1 else part
+            chunk = np.asarray(policy({name: self.cache.data[self.cfg.obs_key][rows]}), dtype=np.float32)
             if chunk.ndim != 3 or chunk.shape[0] != len(part) or chunk.shape[2] != self.action_dim \
                     or chunk.shape[1] < H:
                 raise UserError(f"the evaluated policy returned chunks of shape {chunk.shape}; expected "
@@ -117,7 +134,7 @@ class ChunkedTDEvaluator:
         def step(carry, mb):
             params, target, opt_state = carry
             next_q = self.network.apply(target, mb["next_obs"], mb["next_chunk"])  # (E, B): head e -> target e
-            y = jnp.clip(mb["reward"] + mb["discount"] * next_q, lo, hi)
+            y = td_target(mb["reward"], mb["discount"], next_q, lo, hi)
 
             def loss_fn(p):
                 q = self.network.apply(p, mb["obs"], mb["chunk"])

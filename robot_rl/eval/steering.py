@@ -23,15 +23,19 @@ class SteeredPolicy:
         if k < 1:
             raise UserError(f"steering needs k >= 1 sampled chunks, got {k}")
         self.sample, self.evaluator, self.k, self.temperature = sample, evaluator, k, temperature
+        self.n_obs_steps = int(getattr(sample, "n_obs_steps", 1))  # histories pass through to the sampler
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Chunks (B, H', A) for observations {key: (B, d)} or histories {key: (B, n, d)} (scored at the latest)."""
         name = self.evaluator.cfg.obs_key.removeprefix("obs/")
         batch = len(obs[name])
         repeated = {key: np.repeat(value, self.k, axis=0) for key, value in obs.items()}
         chunks = np.asarray(self.sample(repeated))  # (B * K, H', A), the K samples of each state in a row
         H = self.evaluator.cfg.horizon
-        scores = self.evaluator.q_values(repeated[name], chunks[:, :H]).min(axis=0).reshape(batch, self.k)
+        state = repeated[name]
+        state = state[:, -1] if state[0].size != self.evaluator.obs_dim else state
+        scores = self.evaluator.q_values(state, chunks[:, :H]).min(axis=0).reshape(batch, self.k)
         if self.temperature > 0:
             logits = (scores - scores.max(axis=1, keepdims=True)) / self.temperature
             probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)

@@ -10,12 +10,19 @@ Batches are dicts of arrays with a leading axis of `utd * batch_size`: `obs`, `a
 discounted sum), `discount` (gamma^m * not-terminal), `next_obs`, and with a residual `base_action`,
 `next_base_action`. A minibatch or update with a non-finite value is skipped inside the jitted call (the old
 parameters and optimizer state are kept) and counted in the metric `skipped`.
+
+With camera images (`cfg.encoder.image_keys`), `obs` and `next_obs` are dicts {"state": (B, d) float32,
+"image_<camera>": (B, H, W, 3) uint8}: the critic's conv encoder (see `encoder.py`) turns them into features, the
+critic's loss trains it, the actor reads stop-gradient features, and every minibatch's images are randomly shifted
+inside the jitted update (never when acting). Without images none of this is traced: the state-only functions are
+the same as before images existed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -28,6 +35,7 @@ import optax
 from robot_rl.errors import UserError
 from robot_rl.rl import distributional
 from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.encoder import STATE, PixelCritic, random_shift
 from robot_rl.rl.layers import project_params
 from robot_rl.rl.networks import Actor, CriticEnsemble
 from robot_rl.rl.residual import compose_action
@@ -35,6 +43,13 @@ from robot_rl.rl.residual import compose_action
 Batch = dict[str, jax.Array]
 BATCH_KEYS = ("obs", "action", "reward", "discount", "next_obs")
 BASE_KEYS = ("base_action", "next_base_action")
+
+
+def observation_stats(states: np.ndarray, min_std: float = 1e-2) -> dict[str, list[float]]:
+    """`AgentConfig.obs_stats` from a sample of states (N, obs_dim): per-dim mean and std (floored, so a dim that
+    never moved in the sample cannot blow up when it moves later)."""
+    states = np.asarray(states, np.float64)
+    return {"mean": states.mean(0).tolist(), "std": np.maximum(states.std(0), min_std).tolist()}
 
 
 @flax.struct.dataclass
@@ -92,20 +107,44 @@ def make_optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformat
 class ResidualAgent:
     """Holds the (static) networks and optimizers; all learning state lives in a `TrainState`."""
 
-    def __init__(self, cfg: AgentConfig, obs_dim: int, action_dim: int) -> None:
+    def __init__(self, cfg: AgentConfig, obs_dim: int, action_dim: int,
+                 image_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        """`obs_dim`: the flat (state) vector's size; `image_shapes`: (H, W, 3) per camera key of
+        `cfg.encoder.image_keys` (needed only with cameras)."""
         self.cfg, self.obs_dim, self.action_dim = cfg, obs_dim, action_dim
+        self.obs_mean = self.obs_std = None
+        if cfg.obs_stats is not None:
+            self.obs_mean = np.asarray(cfg.obs_stats["mean"], np.float32)
+            self.obs_std = np.asarray(cfg.obs_stats["std"], np.float32)
+            if self.obs_mean.shape != (obs_dim,):
+                raise UserError(f"obs_stats are for {self.obs_mean.shape[0]} state dims, the observations have "
+                                f"{obs_dim}; recompute them for this task")
         self.scale = cfg.residual_scale
-        a, c = cfg.actor, cfg.critic
+        a, c, e = cfg.actor, cfg.critic, cfg.encoder
+        self.image_keys = tuple(e.image_keys)
+        missing = [k for k in self.image_keys if k not in (image_shapes or {})]
+        if missing:
+            raise UserError(f"the recipe reads camera(s) {missing} but no image shape was given for them; pass "
+                            "image_shapes={key: (H, W, 3)} or drop them from encoder.image_keys")
+        self.image_shapes = {k: tuple(int(n) for n in image_shapes[k]) for k in self.image_keys}
+        self.feature_dim = obs_dim + len(self.image_keys) * e.feature_dim  # what the actor and critic trunks read
         self.actor_net = Actor(action_dim, a.hidden_dim, a.num_blocks, a.expansion, cfg.bounded,
                                init_std=cfg.init_std, layer_norm=a.layer_norm)
-        self.critic_net = CriticEnsemble(c.num_critics, c.hidden_dim, c.num_blocks, c.expansion, cfg.bounded,
-                                         num_outputs=c.num_bins if c.categorical else 1, layer_norm=c.layer_norm)
+        num_outputs = c.num_bins if c.categorical else 1
+        if self.image_keys:
+            self.critic_net = PixelCritic(self.image_keys, tuple(e.channels), e.feature_dim, c.num_critics,
+                                          c.hidden_dim, c.num_blocks, c.expansion, cfg.bounded, num_outputs,
+                                          c.layer_norm)
+        else:
+            self.critic_net = CriticEnsemble(c.num_critics, c.hidden_dim, c.num_blocks, c.expansion, cfg.bounded,
+                                             num_outputs=num_outputs, layer_norm=c.layer_norm)
         self.atoms = distributional.support(c.v_min, c.v_max, c.num_bins) if c.categorical else None
         self.target_entropy = cfg.target_entropy(action_dim)
         self.actor_tx = make_optimizer(cfg.actor_lr, cfg.max_grad_norm)
         self.critic_tx = make_optimizer(cfg.critic_lr, cfg.max_grad_norm)
         self.alpha_tx = optax.adam(cfg.alpha_lr)
-        self._identity = (json.dumps(cfg.to_dict(), sort_keys=True), obs_dim, action_dim)
+        self._identity = (json.dumps(cfg.to_dict(), sort_keys=True), obs_dim, action_dim,
+                          tuple(sorted(self.image_shapes.items())))
 
     # Agents with equal configs and sizes are interchangeable: equal hashes let the jitted methods below (static
     # `self`) share one compilation across instances, e.g. between a training loop and a later evaluation.
@@ -122,14 +161,39 @@ class ResidualAgent:
     @partial(jax.jit, static_argnums=0)
     def _init(self, key: jax.Array) -> TrainState:
         k_actor, k_critic, k_state = jax.random.split(as_key(key), 3)
-        actor_in = self.obs_dim + (self.action_dim if self.cfg.enabled else 0)
+        actor_in = self.feature_dim + (self.action_dim if self.cfg.enabled else 0)
         actor = self.actor_net.init(k_actor, jnp.zeros((1, actor_in)))["params"]
-        critic = self.critic_net.init(k_critic, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim)))["params"]
+        if self.image_keys:
+            obs = {STATE: jnp.zeros((1, self.obs_dim)),
+                   **{k: jnp.zeros((1, *shape), jnp.uint8) for k, shape in self.image_shapes.items()}}
+            critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, self.action_dim)),
+                                          method=PixelCritic.initialize)["params"]
+        else:
+            critic = self.critic_net.init(k_critic, jnp.zeros((1, self.obs_dim)),
+                                          jnp.zeros((1, self.action_dim)))["params"]
         log_alpha = jnp.asarray(math.log(self.cfg.init_temperature), jnp.float32)
         return TrainState(actor=actor, critic=critic, target_critic=critic, log_alpha=log_alpha,
                           actor_opt=self.actor_tx.init(actor), critic_opt=self.critic_tx.init(critic),
                           alpha_opt=self.alpha_tx.init(log_alpha), step=jnp.zeros((), jnp.int32),
                           key=jax.random.key_data(k_state))
+
+    # ---------------------------------------------------------------- observations
+    def encode(self, critic_params: Any, obs: Any, stop_gradient: bool = False) -> jax.Array:
+        """The features the trunks read: the flat observation itself, or with cameras the state followed by the
+        critic encoder's image features (`stop_gradient` for the actor, so only the critic trains the encoder)."""
+        if not self.image_keys:
+            return obs
+        features = self.critic_net.apply({"params": critic_params}, obs, method=PixelCritic.encode)
+        return jax.lax.stop_gradient(features) if stop_gradient else features
+
+    def augment(self, mb: Batch, key: jax.Array) -> Batch:
+        """Random shift of every image in `obs` and `next_obs`, each image independently (training only)."""
+        keys = iter(jax.random.split(key, 2 * len(self.image_keys)))
+        out = dict(mb)
+        for name in ("obs", "next_obs"):
+            out[name] = {**mb[name], **{k: random_shift(mb[name][k], next(keys), self.cfg.encoder.shift)
+                                        for k in self.image_keys}}
+        return out
 
     # ---------------------------------------------------------------- policy
     def policy(self, actor_params: Any, obs: jax.Array, base: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -158,7 +222,8 @@ class ResidualAgent:
 
     @partial(jax.jit, static_argnums=0, static_argnames="deterministic")
     def _act(self, actor_params: Any, obs: jax.Array, base: jax.Array, key: jax.Array, step: jax.Array,
-             deterministic: bool) -> jax.Array:
+             deterministic: bool, critic_params: Any = None) -> jax.Array:
+        obs = self.encode(critic_params, obs)  # no augmentation when acting
         if deterministic:
             return self.deterministic_residual(actor_params, obs, base)
         key = jax.random.fold_in(as_key(key), step)
@@ -166,13 +231,37 @@ class ResidualAgent:
             return self.noisy_residual(actor_params, obs, base, key, self.cfg.explore_std, 2.0 * self.cfg.explore_std)
         return self.sample_residual(actor_params, obs, base, key)[0]
 
-    def act(self, state: TrainState, obs: np.ndarray, base: np.ndarray | None, key: jax.Array | None = None,
-            step: int = 0, deterministic: bool = False) -> np.ndarray:
-        """Residual (action units) for a batch of observations; NumPy in, NumPy out. `key` + `step` seed the noise."""
-        obs = np.asarray(obs, np.float32)
-        base = np.zeros((obs.shape[0], self.action_dim), np.float32) if base is None else np.asarray(base, np.float32)
+    def act(self, state: TrainState, obs: np.ndarray | dict[str, np.ndarray], base: np.ndarray | None,
+            key: jax.Array | None = None, step: int = 0, deterministic: bool = False) -> np.ndarray:
+        """Residual (action units) for a batch of observations (a dict with cameras); NumPy in, NumPy out.
+        `key` + `step` seed the noise."""
+        obs = self.as_obs(obs)
+        rows = (obs[STATE] if self.image_keys else obs).shape[0]
+        base = np.zeros((rows, self.action_dim), np.float32) if base is None else np.asarray(base, np.float32)
         key = state.key if key is None else key
-        return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic))
+        if not self.image_keys:
+            return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic))
+        return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic,
+                                    critic_params=state.critic))
+
+    def as_obs(self, obs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """A float32 array, or with cameras a dict of the float32 state and the uint8 images the encoder reads."""
+        if not self.image_keys:
+            return self.standardize(obs)
+        keys = (STATE, *self.image_keys)
+        if not isinstance(obs, dict) or any(k not in obs for k in keys):
+            found = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
+            raise UserError(f"observations need the keys {list(keys)} (state + cameras), got {found}")
+        return {STATE: self.standardize(obs[STATE]), **{k: np.asarray(obs[k], np.uint8) for k in self.image_keys}}
+
+    def standardize(self, state: Any) -> np.ndarray:
+        """The state in the units the networks read: (x - mean) / std with the recipe's `obs_stats`, clipped to
+        +-10. Bounded (hyperspherical) networks see the direction of their input: without this, a cube's centimetres
+        next to joint angles and the constant shift would be a rounding error on the unit sphere."""
+        state = np.asarray(state, np.float32)
+        if self.obs_mean is None:
+            return state
+        return np.clip((state - self.obs_mean) / self.obs_std, -10.0, 10.0)
 
     # ---------------------------------------------------------------- critic
     def q_values(self, critic_params: Any, obs: jax.Array, action: jax.Array) -> jax.Array:
@@ -185,7 +274,9 @@ class ResidualAgent:
         """y = r_n + discount * (min over `num_min` random target heads of Q(s', a') [- alpha log pi(a'|s')]),
         with a' = clip(b' + residual') from the current actor. Returns (values (B,), projected probs or None)."""
         k_act, k_heads = jax.random.split(key)
-        next_obs, next_base = mb["next_obs"], mb["next_base_action"]
+        next_base = mb["next_base_action"]
+        next_obs = self.encode(state.critic, mb["next_obs"])  # the actor reads the online encoder's features,
+        target_obs = self.encode(state.target_critic, mb["next_obs"])  # the target critic its own (EMA) encoder's
         if self.cfg.algo == "td3":
             next_res = self.noisy_residual(state.actor, next_obs, next_base, k_act, self.cfg.target_noise,
                                            self.cfg.target_noise_clip)
@@ -193,7 +284,7 @@ class ResidualAgent:
         else:
             next_res, next_logp = self.sample_residual(state.actor, next_obs, next_base, k_act)
             bonus = -jnp.exp(state.log_alpha) * next_logp
-        out = self.critic_net.apply({"params": state.target_critic}, next_obs, compose_action(next_base, next_res))
+        out = self.critic_net.apply({"params": state.target_critic}, target_obs, compose_action(next_base, next_res))
         c = self.cfg.critic
         if c.num_min < c.num_critics:
             out = out[jax.random.choice(k_heads, c.num_critics, (c.num_min,), replace=False)]
@@ -211,7 +302,7 @@ class ResidualAgent:
 
     def critic_loss(self, critic_params: Any, mb: Batch, y: jax.Array,
                     target_probs: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        out = self.critic_net.apply({"params": critic_params}, mb["obs"], mb["action"])
+        out = self.critic_net.apply({"params": critic_params}, self.encode(critic_params, mb["obs"]), mb["action"])
         if self.atoms is None:
             return 0.5 * jnp.sum(jnp.mean((out - y[None]) ** 2, axis=1)), jnp.mean(out)
         ce = distributional.cross_entropy(out, target_probs[None])  # (E, B)
@@ -219,6 +310,9 @@ class ResidualAgent:
 
     def _critic_step(self, state: TrainState, mb: Batch, reward_scale: jax.Array) -> tuple[TrainState, dict]:
         key, k_target = split_key(state.key)
+        if self.image_keys:
+            key, k_augment = split_key(key)
+            mb = self.augment(mb, k_augment)
         y, target_probs = self.critic_target(state, mb, reward_scale, k_target)
         (loss, q_mean), grads = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, mb, y, target_probs)
         updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
@@ -236,7 +330,7 @@ class ResidualAgent:
     # ---------------------------------------------------------------- actor
     def actor_loss(self, actor_params: Any, critic_params: Any, log_alpha: jax.Array, mb: Batch,
                    key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        obs, base = mb["obs"], mb["base_action"]
+        obs, base = self.encode(critic_params, mb["obs"], stop_gradient=True), mb["base_action"]
         if self.cfg.algo == "td3":
             residual, logp = self.deterministic_residual(actor_params, obs, base), jnp.zeros(obs.shape[0])
         else:
@@ -247,6 +341,9 @@ class ResidualAgent:
 
     def _actor_step(self, state: TrainState, mb: Batch) -> tuple[TrainState, dict]:
         key, k_actor = split_key(state.key)
+        if self.image_keys:
+            key, k_augment = split_key(key)
+            mb = self.augment(mb, k_augment)
         (loss, logp), grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
             state.actor, state.critic, state.log_alpha, mb, k_actor)
         updates, actor_opt = self.actor_tx.update(grads, state.actor_opt, state.actor)
@@ -303,10 +400,11 @@ class ResidualAgent:
         missing = [k for k in keys if k not in batch]
         if missing:
             raise UserError(f"batch lacks key(s) {missing}; a residual batch needs {list(keys)}")
-        out = {k: np.asarray(batch[k], np.float32) for k in keys}
+        out = {k: self.as_obs(batch[k]) if k in ("obs", "next_obs") else np.asarray(batch[k], np.float32)
+               for k in keys}
         if not self.cfg.enabled:
             out["base_action"] = out["next_base_action"] = np.zeros_like(out["action"])
-        rows = out["obs"].shape[0]
+        rows = out["action"].shape[0]
         if rows % self.cfg.utd:
             raise UserError(f"batch of {rows} rows does not split into utd={self.cfg.utd} minibatches; "
                             f"sample utd * batch_size rows")

@@ -41,6 +41,17 @@ class CriticConfig(NetworkConfig):
 
 
 @dataclass
+class EncoderConfig:
+    """Camera images (DrQ): one conv encoder per camera in `image_keys` (e.g. ["image_front"]), trained by the critic,
+    with random-shift augmentation of up to `shift` pixels on training batches. Empty `image_keys`: state only."""
+
+    image_keys: list[str] = field(default_factory=list)
+    channels: list[int] = field(default_factory=lambda: [32, 32])  # 3x3 convs, the first with stride 2
+    feature_dim: int = 50  # features per camera (after LayerNorm + tanh)
+    shift: int = 4  # pad + random crop, pixels (DrQ: 4 at 84x84)
+
+
+@dataclass
 class AgentConfig:
     name: str = "ours"
     algo: str = "sac"  # "sac" (stochastic actor, learned temperature) or "td3" (deterministic actor, noise)
@@ -52,6 +63,7 @@ class AgentConfig:
     bounded: bool = True  # ablation switch: False = plain MLP + LayerNorm, no weight projection
     actor: NetworkConfig = field(default_factory=NetworkConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # camera images; none by default
     # targets
     gamma: float = 0.99
     n_step: int = 3  # read by the batch sampler: batches carry n-step rewards and gamma^m * not-terminal discounts
@@ -61,6 +73,7 @@ class AgentConfig:
     # optimization
     batch_size: int = 256
     utd: int = 1  # critic updates per update call, all in one jitted call (with the actor's update)
+    obs_stats: dict | None = None  # {"mean": [...], "std": [...]}: the state is standardized before the networks
     update_ratio: float = 1.0  # update calls per env step: critic updates per env step = utd * update_ratio
     actor_every: int = 1  # actor (and temperature) update every k update calls
     actor_lr: float = 3e-4
@@ -87,6 +100,10 @@ class AgentConfig:
             self.actor = _build(NetworkConfig, self.actor, "actor")
         if isinstance(self.critic, dict):
             self.critic = _build(CriticConfig, self.critic, "critic")
+        if isinstance(self.encoder, dict):
+            self.encoder = _build(EncoderConfig, self.encoder, "encoder")
+        self.encoder.image_keys = [str(k) for k in self.encoder.image_keys]
+        self.encoder.channels = [int(c) for c in self.encoder.channels]
         self.validate()
 
     @property
@@ -104,6 +121,8 @@ class AgentConfig:
             (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),
             (self.n_step >= 1, f"n_step={self.n_step}; use n_step >= 1"),
             (self.utd >= 1 and self.actor_every >= 1, "utd and actor_every must be >= 1"),
+            (self.obs_stats is None or len(self.obs_stats.get("mean", ())) == len(self.obs_stats.get("std", ()))
+             and min(self.obs_stats["std"], default=1.0) > 0, "obs_stats needs mean and std lists, std > 0"),
             (self.update_ratio > 0, f"update_ratio={self.update_ratio}; use update calls per env step > 0"),
             (self.batch_size >= 1, f"batch_size={self.batch_size}; use a positive batch size"),
             (1 <= self.critic.num_min <= self.critic.num_critics,
@@ -112,6 +131,12 @@ class AgentConfig:
             (self.critic.v_min < self.critic.v_max and self.critic.num_bins >= 2, "critic support needs v_min < v_max"),
             (0.0 <= self.demo_fraction <= 1.0, f"demo_fraction={self.demo_fraction}; use a fraction in [0, 1]"),
             (self.init_std > 0 and self.target_entropy_std > 0, "init_std and target_entropy_std must be > 0"),
+            (len(set(self.encoder.image_keys)) == len(self.encoder.image_keys)
+             and "state" not in self.encoder.image_keys,
+             f"encoder.image_keys={self.encoder.image_keys}; name each camera key once (e.g. image_front)"),
+            (len(self.encoder.channels) >= 1 and min(self.encoder.channels) >= 1 and self.encoder.feature_dim >= 1,
+             "encoder.channels needs at least one positive width and encoder.feature_dim must be >= 1"),
+            (self.encoder.shift >= 0, f"encoder.shift={self.encoder.shift}; use a pixel shift >= 0"),
             (self.target_entropy(1) < math.log(2.0), f"target_entropy_std={self.target_entropy_std} asks for more "
              "entropy than a uniform residual has; use a value below 0.48"),
         ]

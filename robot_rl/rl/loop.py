@@ -22,6 +22,7 @@ from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent, TrainState, new_key
 from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.encoder import STATE
 from robot_rl.rl.replay import EpisodeCallback, EpisodeReplay, replay_spec
 from robot_rl.rl.residual import compose_action, progressive_mask
 from robot_rl.rl.reward_scaling import ReturnScaler
@@ -77,12 +78,31 @@ def as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     return env
 
 
-def flat_obs(obs: Any, obs_key: str | None) -> np.ndarray:
+def flat_obs(obs: Any, obs_key: str | None, image_keys: Sequence[str] = ()) -> np.ndarray | dict[str, np.ndarray]:
+    """The observation the agent reads: the flat vector, or with `image_keys` (a recipe with cameras) a dict of that
+    vector under "state" and the uint8 images under their own keys."""
     if isinstance(obs, dict):
         if obs_key is None or obs_key not in obs:
             raise UserError(f"dict observations {sorted(obs)} need obs_key set to the vector the learner reads")
-        obs = obs[obs_key]
+        missing = [k for k in image_keys if k not in obs]
+        if missing:
+            raise UserError(f"the recipe reads camera(s) {missing} but the observations hold only {sorted(obs)}; "
+                            "make the envs with those cameras or drop them from encoder.image_keys")
+        state = np.asarray(obs[obs_key], np.float32)
+        if image_keys:
+            return {STATE: state, **{k: np.asarray(obs[k], np.uint8) for k in image_keys}}
+        return state
+    if image_keys:
+        raise UserError(f"the recipe reads camera(s) {list(image_keys)} but the observations are flat arrays; "
+                        "use dict observations with the images")
     return np.asarray(obs, np.float32)
+
+
+def replay_obs(obs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An agent observation as replay keys: the flat vector under "obs", images under their own keys."""
+    if isinstance(obs, dict):
+        return {"obs": obs[STATE], **{k: v for k, v in obs.items() if k != STATE}}
+    return {"obs": obs}
 
 
 def base_actions(base: BasePolicy | None, obs: Any, num_envs: int, action_dim: int) -> np.ndarray:
@@ -115,7 +135,8 @@ def evaluate(envs: gym.vector.VectorEnv, episodes: int, base: BasePolicy | None,
     while min(len(r) for r in returns) < per_env:
         action = base_actions(base, obs, n, action_dim)
         if agent is not None:
-            action = compose_action(action, agent.act(state, flat_obs(obs, obs_key), action, deterministic=True))
+            action = compose_action(action, agent.act(state, flat_obs(obs, obs_key, agent.image_keys), action,
+                                                      deterministic=True))
         obs, reward, terminated, truncated, _ = envs.step(action)
         reset_base(base, terminated | truncated)
         ep_return += reward
@@ -161,11 +182,14 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     eval_base = base if eval_base is None else eval_base
     num_envs, action_dim = envs.num_envs, envs.single_action_space.shape[0]
     obs, _ = envs.reset(seed=loop.seed)
-    obs_dim = flat_obs(obs, loop.obs_key).shape[-1]
-    agent = ResidualAgent(cfg, obs_dim, action_dim)
+    image_keys = tuple(cfg.encoder.image_keys)
+    first = flat_obs(obs, loop.obs_key, image_keys)
+    obs_dim = (first[STATE] if image_keys else first).shape[-1]
+    image_shapes = {k: first[k].shape[1:] for k in image_keys}
+    agent = ResidualAgent(cfg, obs_dim, action_dim, image_shapes)
     state = agent.init(loop.seed)
     if replay is None:
-        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim))
+        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim, image_shapes=image_shapes))
         replay = EpisodeReplay(cache, cfg, num_envs, loop.seed, on_episode)
     scaler = ReturnScaler(num_envs, cfg.gamma, cfg.g_max)
     for rewards in demo_rewards:
@@ -192,6 +216,8 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
                 "update_calls": update_calls, "env_steps": iteration * num_envs,
                 "reward_scaler": scaler.state_dict()}
+        if image_keys:
+            meta["image_shapes"] = {k: list(shape) for k, shape in image_shapes.items()}
         save_checkpoint(loop.checkpoint_dir, state, meta, step=iteration * num_envs)
 
     if eval_envs is not None and start_iter == 0:
@@ -203,15 +229,16 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     no_intervention = np.zeros(num_envs, bool)
     for it in range(start_iter, iterations):
         env_steps = it * num_envs
+        agent_obs = flat_obs(obs, loop.obs_key, image_keys)
         # act: base + uniform noise while warming up, then base + residual (progressively, if configured)
         if env_steps < cfg.warmup_steps:
             residual = rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, (num_envs, action_dim)).astype(np.float32)
         else:
-            residual = agent.act(state, flat_obs(obs, loop.obs_key), base_action, act_key, it)
+            residual = agent.act(state, agent_obs, base_action, act_key, it)
             residual = residual * progressive_mask(rng, num_envs, env_steps, cfg.progressive_steps)
         action = compose_action(base_action, residual)
         next_obs, reward, terminated, truncated, _ = envs.step(action)
-        replay.add({"obs": flat_obs(obs, loop.obs_key), "base_action": base_action, "residual_action": residual,
+        replay.add({**replay_obs(agent_obs), "base_action": base_action, "residual_action": residual,
                     "action": action, "reward": reward.astype(np.float32), "terminated": terminated,
                     "truncated": truncated, "intervention": no_intervention})
         done = terminated | truncated

@@ -7,46 +7,63 @@ policy's own steps the online group (`AgentConfig.demo_fraction` sets the split)
 
 An episode that ended at a time limit stored no observation after its last step, so that step never starts a
 transition (the sampler's convention); every other step bootstraps from the step n later, as on the robot.
+
+Camera images (a recipe with `encoder.image_keys`) are cached as uint8 under their own keys next to "obs" and come
+back in batches as dict observations {"state": ..., "image_<camera>": ...} for `obs` and `next_obs`. Mind the memory:
+an 84x84 camera costs 21 KB a step, so 100k steps need 2.1 GB per camera (set the capacity accordingly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from robot_rl.data import NStepSampler, ReplayCache
+from robot_rl.errors import UserError
 from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.encoder import STATE
 
 EpisodeCallback = Callable[[dict[str, np.ndarray], int], None]  # (steps of one episode, env index)
 
 
-def agent_batch(batch: dict[str, np.ndarray], obs_key: str) -> dict[str, np.ndarray]:
-    """A sampler batch (store key names) as the agent's batch (`obs`, `next_obs`, base actions, n-step sums)."""
-    return {"obs": batch[obs_key], "action": batch["action"], "reward": batch["reward"],
-            "discount": batch["discount"], "next_obs": batch[f"next_{obs_key}"], "base_action": batch["base_action"],
+def agent_batch(batch: dict[str, np.ndarray], obs_key: str, image_keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """A sampler batch (store key names) as the agent's batch (`obs`, `next_obs`, base actions, n-step sums); with
+    `image_keys`, `obs` and `next_obs` are dicts of the flat vector ("state") and the images."""
+    def observation(prefix: str):
+        if not image_keys:
+            return batch[prefix + obs_key]
+        return {STATE: batch[prefix + obs_key], **{k: batch[prefix + k] for k in image_keys}}
+
+    return {"obs": observation(""), "action": batch["action"], "reward": batch["reward"],
+            "discount": batch["discount"], "next_obs": observation("next_"), "base_action": batch["base_action"],
             "next_base_action": batch["next_base_action"]}
 
 
-def replay_spec(obs_dim: int, action_dim: int, obs_key: str = "obs") -> dict[str, tuple[tuple[int, ...], str]]:
-    """The keys the learner caches: the flat observation, executed and base actions, rewards and episode ends."""
-    return {obs_key: ((obs_dim,), "float32"), "action": ((action_dim,), "float32"),
+def replay_spec(obs_dim: int, action_dim: int, obs_key: str = "obs",
+                image_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The keys the learner caches: the flat observation, executed and base actions, rewards and episode ends, and
+    the camera images (uint8, (H, W, 3) per key of `image_shapes`)."""
+    spec = {obs_key: ((obs_dim,), "float32"), "action": ((action_dim,), "float32"),
             "base_action": ((action_dim,), "float32"), "reward": ((), "float32"), "terminated": ((), "bool"),
             "intervention": ((), "bool")}
+    spec.update({k: (tuple(int(n) for n in shape), "uint8") for k, shape in (image_shapes or {}).items()})
+    return spec
 
 
 def n_step_sampler(cache: ReplayCache, cfg: AgentConfig, obs_key: str, seed: int) -> NStepSampler:
     fractions = {"demo": cfg.demo_fraction, "online": 1.0 - cfg.demo_fraction}
     return NStepSampler(cache, n=cfg.n_step, gamma=cfg.gamma, fractions=fractions,
-                        next_keys=[obs_key, "base_action"], seed=seed)
+                        next_keys=[obs_key, "base_action", *cfg.encoder.image_keys], seed=seed)
 
 
 class EpisodeReplay:
     """Per-env step buffers of a vector env, flushed as whole episodes into a `ReplayCache`.
 
     `add(step)` takes one vector step (arrays with a leading num_envs axis; at least the `replay_spec` keys, with the
-    flat observation under "obs"; extra keys such as `residual_action` are kept for `on_episode`). When an env's
-    episode ends, the episode goes to the cache and to `on_episode(steps, env)` (e.g. to write it to a store).
+    flat observation under "obs" and, with cameras, each `cfg.encoder.image_keys` image under its key; extra keys such
+    as `residual_action` are kept for `on_episode`). When an env's episode ends, the episode goes to the cache and to
+    `on_episode(steps, env)` (e.g. to write it to a store).
     """
 
     OBS = "obs"
@@ -54,6 +71,11 @@ class EpisodeReplay:
     def __init__(self, cache: ReplayCache, cfg: AgentConfig, num_envs: int, seed: int = 0,
                  on_episode: EpisodeCallback | None = None):
         self.cache, self.num_envs, self.on_episode = cache, num_envs, on_episode
+        self.image_keys = tuple(cfg.encoder.image_keys)
+        missing = [k for k in self.image_keys if k not in cache.spec]
+        if missing:
+            raise UserError(f"the replay cache lacks the camera key(s) {missing} the recipe reads; build it with "
+                            "replay_spec(..., image_shapes={key: (H, W, 3)})")
         self.sampler = n_step_sampler(cache, cfg, self.OBS, seed)
         self.pending: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
         self.online_episodes = 0
@@ -77,4 +99,4 @@ class EpisodeReplay:
                 self.on_episode(episode, int(i))
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        return agent_batch(self.sampler.sample(batch_size), self.OBS)
+        return agent_batch(self.sampler.sample(batch_size), self.OBS, self.image_keys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
 from robot_rl.errors import UserError
+from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.loop import LoopConfig, evaluate, train
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
@@ -155,6 +157,16 @@ class RunLog:
             handle.close()
 
 
+def random_states(envs, steps: int, seed: int) -> np.ndarray:
+    """States visited under uniformly random actions: the standardization sample when there are no demos."""
+    obs, _ = envs.reset(seed=seed)
+    states = [obs[OBS_KEY]]
+    for _ in range(steps):
+        obs, *_ = envs.step(envs.action_space.sample())
+        states.append(obs[OBS_KEY])
+    return np.concatenate(states)
+
+
 def plot_learning_curve(evals: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -215,12 +227,16 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
             stack.callback(writer.close)
         cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim))
         replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
-        demo_rewards = []
+        demo_rewards, demo_states = [], []
         if demos is not None:
             episodes, sources = load_demos(demos, task, base)
             for episode, source in zip(episodes, sources):
                 replay.add_episode(episode, source)
                 demo_rewards.append(episode["reward"])
+                demo_states.append(episode["obs"])
+        if recipe.obs_stats is None:  # standardize the state on the demos' states (or random ones without demos)
+            states = np.concatenate(demo_states) if demo_states else random_states(envs, 100, loop.seed)
+            recipe = dataclasses.replace(recipe, obs_stats=observation_stats(states))
         log = RunLog(out, progress)
         stack.callback(log.close)
         result = train(envs, recipe, loop, base=base_fn, replay=replay, eval_envs=eval_envs, eval_base=eval_base,

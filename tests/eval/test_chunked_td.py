@@ -104,3 +104,52 @@ def test_gate_accepts_better_rejects_worse_and_steering_picks_better_chunks(cach
     steered = SteeredPolicy(noisy, evaluator, k=16)
     obs = {"state": np.linspace(0.0, 0.8, 32, dtype=np.float32)[:, None]}
     assert steered(obs).mean() > noisy(obs).mean() + 0.3
+
+
+def test_chunk_targets_at_episode_ends_by_hand():
+    """The evaluator's target on sampled windows: bootstrap only where s_{t+H} exists; terminal windows do not."""
+    import jax.numpy as jnp
+
+    from robot_rl.data import ChunkSampler
+    from robot_rl.eval.chunked_td import td_target
+
+    small = ReplayCache(64, SPEC)
+    terminal = {"obs/state": np.arange(4, dtype=np.float32)[:, None], "action": np.zeros((4, 1), np.float32),
+                "reward": np.array([0, 0, 0, 1], np.float32), "terminated": np.array([0, 0, 0, 1], bool)}
+    limited = {"obs/state": np.arange(20, 25, dtype=np.float32)[:, None], "action": np.zeros((5, 1), np.float32),
+               "reward": np.full(5, 0.5, np.float32), "terminated": np.zeros(5, bool)}
+    small.add_episode(terminal, "policy")
+    small.add_episode(limited, "policy")
+    batch = ChunkSampler(small, horizon=3, gamma=0.9, fractions={"online": 1}, seed=0).sample(2000)
+    next_q = 2.0  # a constant critic
+    y = np.asarray(td_target(jnp.asarray(batch["reward"]), jnp.asarray(batch["discount"]), next_q, -10.0, 10.0))
+    by_start = {float(s): v for s, v in zip(batch["obs/state"][:, 0], y)}
+    g = 0.9
+    expected = {0: g**3 * next_q,  # full window, s_3 exists and is not past the end: bootstrap
+                1: g**2 * 1,  # the window reaches the terminal step: its reward, no bootstrap
+                2: g * 1, 3: 1.0,
+                20: 0.5 * (1 + g + g**2) + g**3 * next_q, 21: 0.5 * (1 + g + g**2) + g**3 * next_q}
+    assert set(by_start) == set(expected)  # time-limited: starts 22-24 would leave no s_{t+3}
+    for start, value in expected.items():
+        assert by_start[start] == pytest.approx(value, rel=1e-5), start
+    assert float(td_target(0.0, g**3, 100.0, -1.0, 1.0)) == 1.0  # clipped to the value range
+
+
+def test_policy_history_never_crosses_an_episode_start(cache):
+    evaluator = ChunkedTDEvaluator(EvaluatorConfig(horizon=4, hidden_dim=16, updates=1), cache)
+    starts = cache.episode_starts()
+    slots = np.array([starts[3], starts[3] + 1, starts[3] + 5])
+    history = evaluator.history_slots(slots, 3)
+    assert history.tolist() == [[starts[3]] * 3, [starts[3], starts[3], starts[3] + 1],
+                                [starts[3] + 3, starts[3] + 4, starts[3] + 5]]
+    seen = []
+
+    class TwoStep:
+        n_obs_steps = 2
+
+        def __call__(self, obs):
+            seen.append(obs["state"].shape)
+            return np.zeros((len(obs["state"]), 4, 1), np.float32)
+
+    evaluator.policy_chunks(TwoStep(), slots)
+    assert seen == [(3, 2, 1)]

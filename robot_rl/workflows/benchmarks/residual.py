@@ -42,7 +42,7 @@ def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> t
 def run(cfg: DictConfig) -> dict[str, Any]:
     base_cfg = OmegaConf.to_container(cfg.base, resolve=True)
     checkpoint, demos, base_success = cached_base(str(cfg.task), base_cfg, cfg.cache_dir)
-    recipe = load_recipe(str(cfg.recipe))
+    recipe = load_recipe(str(cfg.recipe), **dict(cfg.overrides or {}))
     loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
                       eval_episodes=int(cfg.eval.episodes), checkpoint_every=0)
     out = cfg.out or f"runs/bench_residual/{cfg.task}_{recipe.name}"

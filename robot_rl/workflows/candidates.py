@@ -1,0 +1,195 @@
+"""Candidate policies, as users name them: load base and residual checkpoints, run them batched for the evaluator and
+step by step in a mirror.
+
+A candidate spec is one string:
+- `BASE` -- a base-policy checkpoint (`policy.safetensors` from `robot-rl train-base`);
+- `BASE+RESIDUAL` -- that base with a residual on top: RESIDUAL is a learner checkpoint folder (its `latest.json`
+  is used) or one `ckpt_*.msgpack` file. A residual is only meaningful on the base it was trained on, so the pair is
+  one spec.
+The spec string is the candidate's name in tables and JSON. This module is the one place that loads candidates
+(`robot-rl rank`, the benchmarks, the demo, sim-to-real ranking).
+
+Two ways to run a candidate, both in normalized action units:
+- `candidate(obs)` -- chunks for a batch of states (B, H, A), what the chunked-TD evaluator calls. With a residual,
+  every action of the chunk gets the residual computed at the chunk's first state (the critic scores a chunk from
+  one state; at run time the residual sees each step's state);
+- `candidate.actor()` -- one action per control step through the chunk scheduler, plus the residual per step: what
+  runs in a mirror (`rollout_values`) and on a robot.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_rl.errors import UserError
+
+SEPARATOR = "+"
+
+
+@dataclass
+class Residual:
+    """A residual actor restored from a learner checkpoint; deterministic (its mean), as deployed."""
+
+    agent: Any  # robot_rl.rl.agent.ResidualAgent
+    state: Any  # its TrainState
+    path: Path
+
+    def __call__(self, obs: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """Residuals (B, A) for flat observations (B, d) and base actions (B, A)."""
+        return self.agent.act(self.state, obs, base, deterministic=True)
+
+
+def load_residual(path: str | Path) -> Residual:
+    """Restore a residual from a learner checkpoint folder or file (sha256-verified by `robot_rl.rl.checkpoint`)."""
+    from robot_rl.rl.agent import ResidualAgent
+    from robot_rl.rl.checkpoint import load_checkpoint, read_checkpoint
+    from robot_rl.rl.config import AgentConfig
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"residual checkpoint {path} does not exist; give a learner checkpoint folder or file")
+    _, sidecar = read_checkpoint(path)
+    meta = sidecar.get("meta", {})
+    if not {"agent", "obs_dim", "action_dim"} <= set(meta):
+        raise UserError(f"{path} is not a residual learner checkpoint (its sidecar lacks agent, obs_dim, action_dim)")
+    agent = ResidualAgent(AgentConfig.from_dict(meta["agent"]), int(meta["obs_dim"]), int(meta["action_dim"]))
+    state, _ = load_checkpoint(path, agent.init(0))
+    return Residual(agent, state, path)
+
+
+@dataclass
+class Candidate:
+    """One policy to rank: a base policy (torch, chunks) and optionally a residual (JAX, per step) on top."""
+
+    name: str
+    policy: Any  # robot_rl.policies.ChunkPolicy
+    residual: Residual | None = None
+
+    @property
+    def spec(self) -> Any:
+        return self.policy.spec
+
+    @property
+    def n_obs_steps(self) -> int:
+        """The evaluator passes this many past states per slot (see ChunkedTDEvaluator.policy_chunks)."""
+        return int(self.spec.n_obs_steps)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Chunks (B, H, A) for a batch of observations {key: (B, *shape)} or histories {key: (B, n_obs, *shape)}."""
+        import torch
+
+        spec = self.spec
+        missing = [key for key in spec.obs_keys if key not in obs]
+        if missing:
+            raise UserError(f"candidate {self.name} reads observation {missing[0]!r}, which the evaluator does not "
+                            f"pass (it passes {sorted(obs)}); set evaluator.obs_key to one the policy reads")
+        history = {}
+        for key in spec.obs_keys:
+            value = np.asarray(obs[key], np.float32)
+            if value.ndim == 1 + len(spec.obs_shapes[key]):  # one state per slot: repeat it as the history
+                value = np.repeat(value[:, None], spec.n_obs_steps, axis=1)
+            history[key] = value[:, -spec.n_obs_steps:]
+        from robot_rl.policies.policy import torch_threads
+
+        with torch.inference_mode(), torch_threads(self.policy.threads):  # one thread: no oversubscribed small CPU
+            tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in history.items()}
+            chunks = self.policy.model.sample(tensors, self.policy.generator).clamp(-1.0, 1.0).numpy()
+        if self.residual is not None:
+            from robot_rl.rl.residual import compose_action
+
+            state = history[spec.obs_keys[0]][:, -1].reshape(len(chunks), -1)
+            for k in range(chunks.shape[1]):
+                chunks[:, k] = compose_action(chunks[:, k], self.residual(state, chunks[:, k]))
+        return chunks.astype(np.float32)
+
+    def actor(self, mode: str = "open_loop") -> StepActor:
+        return StepActor(self, mode)
+
+
+class StepActor:
+    """One action per control step: the base through the chunk scheduler, the residual on each step's state."""
+
+    def __init__(self, candidate: Candidate, mode: str = "open_loop"):
+        from robot_rl.policies import ChunkScheduler
+
+        self.candidate = candidate
+        self.scheduler = ChunkScheduler(candidate.policy, mode=mode)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.scheduler.reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        base, _ = self.scheduler.step(obs)
+        residual = self.candidate.residual
+        if residual is None:
+            return base
+        from robot_rl.rl.residual import compose_action
+
+        key = self.candidate.spec.obs_keys[0]
+        state = np.asarray(obs[key], np.float32).reshape(1, -1)
+        return compose_action(base, residual(state, base[None])[0]).astype(np.float32)
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+
+def parse_spec(spec: str) -> tuple[Path, Path | None]:
+    """`BASE` or `BASE+RESIDUAL` -> (base path, residual path or None)."""
+    base, _, residual = str(spec).partition(SEPARATOR)
+    if not base:
+        raise UserError(f"candidate {spec!r} names no base policy; write BASE.safetensors[+RESIDUAL_DIR]")
+    return Path(base), Path(residual) if residual else None
+
+
+def load_candidate(spec: str, seed: int = 0) -> Candidate:
+    """Load one candidate from its spec (see the module docstring); a missing or broken file is a UserError."""
+    from robot_rl.policies import load_policy
+
+    base, residual_path = parse_spec(spec)
+    if not base.is_file():
+        raise UserError(f"candidate {spec!r}: base policy {base} does not exist; give a policy.safetensors from "
+                        "robot-rl train-base")
+    policy = load_policy(base, seed=seed)
+    residual = load_residual(residual_path) if residual_path is not None else None
+    if residual is not None:
+        state_dim = int(np.prod(policy.spec.obs_shapes[policy.spec.obs_keys[0]]))
+        if (residual.agent.obs_dim, residual.agent.action_dim) != (state_dim, policy.spec.action_dim):
+            raise UserError(f"candidate {spec!r}: the residual expects obs {residual.agent.obs_dim} / action "
+                            f"{residual.agent.action_dim}, the base gives {state_dim} / {policy.spec.action_dim}; "
+                            "pair a residual with the base it was trained on")
+    return Candidate(str(spec), policy, residual)
+
+
+def load_candidates(specs: list[str], seed: int = 0) -> list[Candidate]:
+    if not specs:
+        raise UserError("no candidates: give candidates=[BASE.safetensors,BASE.safetensors+RESIDUAL_DIR,...]")
+    if len(set(map(str, specs))) != len(specs):
+        raise UserError(f"candidates {list(specs)} name a policy twice; give each once")
+    return [load_candidate(spec, seed) for spec in specs]
+
+
+def rollout_values(actor: Any, env: Any, episodes: int, gamma: float, seed: int = 0, desc: str = "rollout",
+                   progress: bool = True) -> dict[str, float]:
+    """Roll `actor` (reset(seed), __call__(obs) -> action) out in `env`; the true value is the mean discounted return
+    from the initial state (the quantity the evaluators estimate), with success rate and mean length beside it."""
+    from tqdm import tqdm
+
+    values, successes, lengths = [], [], []
+    for episode in tqdm(range(episodes), desc=desc, unit="ep", file=sys.stderr, disable=not progress, leave=False):
+        obs, _ = env.reset(seed=seed + episode)
+        actor.reset(seed + episode)
+        value, t, done, success = 0.0, 0, False, False
+        while not done:
+            obs, reward, success, truncated, _ = env.step(actor(obs))
+            value += gamma**t * float(reward)
+            t, done = t + 1, success or truncated
+        values.append(value)
+        successes.append(float(success))
+        lengths.append(t)
+    return {"value": float(np.mean(values)), "success_rate": float(np.mean(successes)),
+            "mean_length": float(np.mean(lengths)), "episodes": episodes}

@@ -1,0 +1,251 @@
+"""`robot-rl rank candidates=[SPEC,...] data=ROOT [truth=sim|PATH.csv] [out=DIR]`: rank policies from logged data.
+
+`rank_policies(...)` is the plain function that `robot-rl demo`, the OPE benchmark and the tests call. Per candidate it
+fits a chunked-TD critic (estimate, pessimistic value, spread over the ensemble), and as baselines on the same data a
+per-step FQE critic and the Monte-Carlo return of the candidate's own logged episodes (episodes whose `policy_id` is
+the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). With true
+values (rolled out in a mirror, read from a CSV, or passed in) every estimator is scored with `robot_rl.eval.ops`.
+`robot-rl rank method=sim2real ...` is the sim-to-real ranking of `robot_rl.workflows.sim2real`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot_rl.data import EpisodeStore, ReplayCache
+from robot_rl.errors import UserError
+from robot_rl.eval import ops
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
+from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
+
+ESTIMATORS = ("chunked_td", "fqe", "mc")
+
+
+def evaluator_config(values: Mapping[str, Any]) -> EvaluatorConfig:
+    """An EvaluatorConfig from a config group (configs/evaluator/*.yaml); unknown keys are a UserError."""
+    values = dict(values)
+    known = {f.name for f in fields(EvaluatorConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown evaluator setting(s) {unknown}; known: {sorted(known)}")
+    return EvaluatorConfig(**values)
+
+
+def load_cache(data: str | Path, obs_key: str) -> tuple[ReplayCache, list[str]]:
+    """The whole store in a replay cache (the keys the evaluators read) and each episode's policy_id."""
+    with EpisodeStore.open(data, mode="r") as store:
+        if obs_key not in store.schema:
+            raise UserError(f"store {data} has no key {obs_key!r} (its keys: {', '.join(store.schema)}); "
+                            "set evaluator.obs_key to one of them")
+        if store.num_episodes == 0:
+            raise UserError(f"store {data} has no committed episode; record or collect some first")
+        keys = [obs_key, "action", "reward", "terminated"]
+        keys += ["intervention"] if "intervention" in store.schema else []
+        cache = ReplayCache.for_store(store, capacity=store.num_steps + 1, keys=keys)
+        cache.sync(store)
+        policy_ids = [str(p) for p in store.meta["policy_id"]]
+    return cache, policy_ids
+
+
+def mc_by_candidate(cache: ReplayCache, policy_ids: Sequence[str], names: Sequence[str], gamma: float
+                    ) -> tuple[list[float], list[int]]:
+    """Mean discounted return of each candidate's own logged episodes (and how many there were)."""
+    starts = cache.episode_starts()  # in store order: the cache holds the whole store
+    returns: dict[str, list[float]] = {}
+    for policy_id, start in zip(policy_ids, starts):
+        rewards = cache.data["reward"][start:start + int(cache.steps_left[start])]
+        returns.setdefault(policy_id, []).append(float(np.sum(rewards * gamma ** np.arange(len(rewards)))))
+    everything = mc_value(cache, gamma)
+    values = [float(np.mean(returns[n])) if n in returns else everything for n in names]
+    return values, [len(returns.get(n, [])) for n in names]
+
+
+def read_truth_csv(path: str | Path, names: Sequence[str]) -> list[float]:
+    """True values from a CSV with `name,value` columns (header required); every candidate must have a row."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"truth file {path} does not exist; give truth=sim or a CSV with name,value rows")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"name", "value"} <= set(rows[0]):
+        raise UserError(f"truth file {path} needs a header with the columns name,value")
+    table = {row["name"]: float(row["value"]) for row in rows}
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise UserError(f"truth file {path} has no row for candidate {missing[0]!r}")
+    return [table[n] for n in names]
+
+
+def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | Mapping[str, Any], episodes: int,
+              gamma: float, seed: int, progress: bool) -> list[dict[str, float]]:
+    """Roll every candidate out in the mirror: discounted value (same gamma as the evaluators), success, length."""
+    from robot_rl.workflows.collect import make_task_env
+
+    results = []
+    for candidate in candidates:
+        env = make_task_env(task or candidate.spec.task, variant, None, None, None)
+        actor = candidate.actor()
+        try:
+            results.append(rollout_values(actor, env, episodes, gamma, seed, desc=f"truth {candidate.name}",
+                                          progress=progress))
+        finally:
+            actor.close()
+            env.close()
+    return results
+
+
+def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evaluator: EvaluatorConfig | None = None,
+                  baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
+                  task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
+                  out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
+
+    `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
+    horizon 1. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc, mc_episodes[, true]}],
+    "behavior_value", "n_policies"[, "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and
+    plots to `out` (when not None).
+    """
+    evaluator = evaluator or EvaluatorConfig()
+    baseline = baseline or EvaluatorConfig(**{**evaluator.__dict__, "horizon": 1})
+    if truth is not None and not isinstance(truth, Mapping) and str(truth) != "sim":
+        read_truth_csv(truth, [])  # a missing truth file fails before any work
+    if candidates and all(isinstance(c, Candidate) for c in candidates):
+        loaded = list(candidates)
+    else:
+        loaded = load_candidates([str(c) for c in candidates], seed)
+    names = [c.name for c in loaded]
+    cache, policy_ids = load_cache(data, evaluator.obs_key)
+
+    chunked, fqe = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
+    rows = []
+    for candidate in _progress(loaded, progress, "rank"):
+        est, base = chunked.fit(candidate), fqe.fit(candidate)
+        rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
+                     "spread": est.spread, "fqe": base.value})
+    mc, mc_episodes = mc_by_candidate(cache, policy_ids, names, evaluator.gamma)
+    order = np.argsort([-r["estimate"] for r in rows], kind="stable")
+    for rank, i in enumerate(order, start=1):
+        rows[i].update(rank=rank)
+    for row, value, count in zip(rows, mc, mc_episodes):
+        row.update(mc=value, mc_episodes=count)
+    result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": mc_value(cache, evaluator.gamma),
+                              "candidates": rows}
+
+    if truth is not None:
+        if isinstance(truth, Mapping):
+            true_values = [float(truth[n]) for n in names]
+        elif str(truth) == "sim":
+            rollouts = sim_truth(loaded, task, variant, truth_episodes, evaluator.gamma, seed, progress)
+            true_values = [r["value"] for r in rollouts]
+            for row, r in zip(rows, rollouts):
+                row.update(true_success=r["success_rate"])
+        else:
+            true_values = read_truth_csv(truth, names)
+        for row, value in zip(rows, true_values):
+            row.update(true=value)
+        estimates = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows], "mc": mc}
+        result["scores"] = {name: ops.score_estimator(true_values, est, result["behavior_value"])
+                            for name, est in estimates.items()}
+    if out is not None:
+        result["out"] = str(write_outputs(Path(out), result))
+    return result
+
+
+def _progress(items: list, progress: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="policy", file=sys.stderr, disable=not progress)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The ranking as a fixed-width table, best first."""
+    rows = sorted(result["candidates"], key=lambda r: r["rank"])
+    width = max(12, *(len(r["name"]) for r in rows))
+    has_truth = "true" in rows[0]
+    head = f"{'rank':>4}  {'candidate':<{width}}  {'estimate':>8}  {'pessim.':>8}  {'spread':>7}  {'fqe':>7}  {'mc':>7}"
+    lines = [head + ("  {:>7}".format("true") if has_truth else "")]
+    for r in rows:
+        line = (f"{r['rank']:>4}  {r['name']:<{width}}  {r['estimate']:8.4f}  {r['pessimistic']:8.4f}  "
+                f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}")
+        lines.append(line + (f"  {r['true']:7.4f}" if has_truth else ""))
+    for name, score in result.get("scores", {}).items():
+        lines.append(f"{name:>10}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
+                     f"regret@3 {score['regret_at_3']:.3f}  sharpe@3 {score.get('sharpe_at_3', float('nan')):.3f}")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, result: dict[str, Any]) -> Path:
+    """ranking.json, and with true values estimate_vs_true.png and top_k.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ranking.json").write_text(json.dumps(_finite(result), indent=1))
+    rows = result["candidates"]
+    if "true" not in rows[0]:
+        return out
+    true = np.array([r["true"] for r in rows])
+    series = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows],
+              "mc": [r["mc"] for r in rows]}
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for name, est in series.items():
+        ax.scatter(true, est, label=f"{name} (spearman {result['scores'][name]['spearman']:.2f})", s=18)
+    low, high = float(min(true.min(), *map(min, series.values()))), float(max(true.max(), *map(max, series.values())))
+    ax.plot([low, high], [low, high], "k:", lw=1)
+    ax.set(xlabel="true value", ylabel="estimate", title="estimate vs true value")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "estimate_vs_true.png")
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    for name, est in series.items():
+        regret = ops.top_k_curve(ops.regret_at_k, true, est)
+        best = ops.top_k_curve(ops.best_at_k, true, est)
+        axes[0].plot(list(regret), list(regret.values()), marker="o", label=name)
+        axes[1].plot(list(best), list(best.values()), marker="o", label=name)
+    axes[0].set(xlabel="k", ylabel="regret@k (normalized)", title="regret of the top-k")
+    axes[1].set(xlabel="k", ylabel="best true value in top-k", title="best@k")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "top_k.png")
+    plt.close(fig)
+    return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.method == "sim2real":
+        from robot_rl.workflows.sim2real import run as run_sim2real
+
+        return run_sim2real(cfg)
+    if OmegaConf.is_missing(cfg, "data"):
+        raise UserError("give the logged data: robot-rl rank candidates=[A.safetensors,B.safetensors] data=ROOT")
+    candidates = [str(c) for c in (cfg.candidates or [])]
+    result = rank_policies(
+        candidates, data=str(cfg.data),
+        evaluator=evaluator_config(OmegaConf.to_container(cfg.evaluator, resolve=True)),
+        baseline=evaluator_config(OmegaConf.to_container(cfg.baseline, resolve=True)),
+        truth=cfg.truth, task=cfg.task, variant=OmegaConf.to_container(cfg.variant, resolve=True),
+        truth_episodes=int(cfg.truth_episodes), out=cfg.out, seed=int(cfg.seed), progress=bool(cfg.progress))
+    print(format_table(result))
+    return result

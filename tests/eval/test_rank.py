@@ -1,0 +1,105 @@
+"""`robot-rl rank` end to end on a tiny store with tiny candidates (two base policies and a base + residual), and its
+one-line errors for bad input. Real MuJoCo, real zarr, real torch and JAX; sizes cut to the bone."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_rl.cli.main import main
+from robot_rl.data import ReplayCache
+from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
+from robot_rl.workflows.candidates import load_candidate, parse_spec
+from robot_rl.workflows.collect import collect
+from robot_rl.workflows.rank import mc_by_candidate
+
+TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
+        for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
+TINY.append("progress=false")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rank")
+    store = root / "store"
+    collect("PushCube", store, episodes=4, noise=0.1, seed=0, progress=False)
+    train = TrainConfig(steps=4, warmup_steps=1, val_every=4, ckpt_every=4, batch_size=8)
+    bases = []
+    for name, n_obs in (("a", 1), ("b", 2)):  # b reads a history of two states
+        policy = PolicyConfig(kind="bc", n_obs_steps=n_obs, horizon=8, n_action_steps=8, mlp_hidden=(16,))
+        train_policy(store, root / name, policy, train, task="PushCube", progress=False)
+        bases.append(str(root / name / "policy.safetensors"))
+    from robot_rl.rl.agent import ResidualAgent
+    from robot_rl.rl.checkpoint import save_checkpoint
+    from robot_rl.rl.config import AgentConfig
+
+    cfg = AgentConfig(actor={"hidden_dim": 16}, critic={"hidden_dim": 16})
+    agent = ResidualAgent(cfg, 21, 4)
+    save_checkpoint(root / "residual", agent.init(0), {"agent": cfg.to_dict(), "obs_dim": 21, "action_dim": 4}, 0)
+    return root, store, [bases[0], bases[1], f"{bases[0]}+{root / 'residual'}"]
+
+
+def test_rank_end_to_end_writes_table_json_and_plots(setup, capsys):
+    root, store, candidates = setup
+    out = root / "run"
+    candidates = [candidates[1], candidates[2]]  # a base reading a history, and a base + residual
+    code = main(["rank", f"candidates=[{','.join(candidates)}]", f"data={store}", "truth=sim", "truth_episodes=1",
+                 f"out={out}", *TINY])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["n_policies"] == 2 and sorted(r["rank"] for r in result["candidates"]) == [1, 2]
+    for row in result["candidates"]:
+        assert row["pessimistic"] <= row["estimate"] and row["spread"] >= 0 and row["mc_episodes"] == 0
+        assert row["name"] in candidates and "true" in row
+    assert set(result["scores"]) == {"chunked_td", "fqe", "mc"}
+    assert "spearman" in result["scores"]["chunked_td"] and "sharpe_at_3" in result["scores"]["fqe"]
+    assert any(line.split()[:1] == ["1"] for line in lines[:-1])  # the table, best first
+    written = json.loads((out / "ranking.json").read_text())
+    assert written["candidates"] == result["candidates"]
+    assert (out / "estimate_vs_true.png").stat().st_size > 0 and (out / "top_k.png").stat().st_size > 0
+
+
+def test_candidate_specs_and_residual_chunks(setup):
+    root, _, candidates = setup
+    assert parse_spec("x.safetensors+res") == (Path("x.safetensors"), Path("res"))
+    plain, with_residual = load_candidate(candidates[0]), load_candidate(candidates[2])
+    states = np.random.default_rng(0).normal(size=(5, 21)).astype(np.float32)
+    chunks = with_residual({"state": states})
+    assert chunks.shape == (5, 8, 4) and np.all(np.abs(chunks) <= 1)
+    np.testing.assert_allclose(chunks, plain({"state": states}), atol=1e-6)  # zero-initialized residual: no change
+    history = load_candidate(candidates[1])
+    assert history.n_obs_steps == 2 and history({"state": states[:, None].repeat(2, 1)}).shape == (5, 8, 4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["candidates=[/nonexistent/policy.safetensors]"], "base policy /nonexistent/policy.safetensors does not exist"),
+    (["evaluator.obs_key=obs/missing", "baseline.obs_key=obs/missing"], "has no key 'obs/missing'"),
+    (["candidates=[]"], "no candidates"),
+    (["truth=/nonexistent/truth.csv"], "truth file /nonexistent/truth.csv does not exist"),
+    (["{candidate}+/nonexistent/residual"], "residual checkpoint /nonexistent/residual does not exist"),
+])
+def test_bad_input_is_one_line(setup, capsys, args, message):
+    root, store, candidates = setup
+    args = [f"candidates=[{a.format(candidate=candidates[0])}]" if a.startswith("{") else a for a in args]
+    if not any(a.startswith("candidates=") for a in args):
+        args.append(f"candidates=[{candidates[0]}]")
+    code = main(["rank", f"data={store}", f"out={root / 'bad'}", *args, *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (root / "bad").exists()  # nothing partial
+
+
+def test_monte_carlo_by_candidate_by_hand():
+    spec = {"obs/state": ((1,), np.float32), "reward": ((), np.float32), "terminated": ((), bool)}
+    cache = ReplayCache(100, spec)
+    for rewards in ([0, 0, 1], [0, 1], [0, 0, 0, 0]):
+        n = len(rewards)
+        cache.add_episode({"obs/state": np.zeros((n, 1)), "reward": np.array(rewards, np.float32),
+                           "terminated": np.arange(n) == n - 1}, "policy")
+    values, counts = mc_by_candidate(cache, ["p", "p", "q"], ["p", "q", "never"], gamma=0.5)
+    assert values[0] == pytest.approx((0.25 + 0.5) / 2) and values[1] == 0.0
+    assert values[2] == pytest.approx((0.25 + 0.5 + 0) / 3)  # never logged: the value of all logged data
+    assert counts == [2, 1, 0]

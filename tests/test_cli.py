@@ -84,9 +84,10 @@ def test_bench_store_prints_one_json_object_last(tmp_path):
 def test_demo_writes_a_report(tmp_path):
     result = robot_rl("demo", "name=t", f"runs_dir={tmp_path}", "collect.episodes=6", "base.train.steps=60",
                       "base.train.val_every=30", "base.train.ckpt_every=60", "base.eval_episodes=2",
-                      "residual.steps=96", "residual.num_envs=4", "residual.eval_every=0", "residual.eval_episodes=2",
+                      "residual.steps=416", "residual.num_envs=4", "residual.eval_every=0", "residual.eval_episodes=2",
                       "residual.eval_num_envs=2", "residual.eval_variants=[nominal]",
-                      "+residual.overrides.warmup_steps=48", "+residual.overrides.critic_warmup_updates=2")
+                      "+residual.overrides.warmup_steps=48", "+residual.overrides.critic_warmup_updates=2",
+                      "rank.updates=50", "rank.truth_episodes=2")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     report = Path(summary["report"]).read_text()
@@ -94,6 +95,7 @@ def test_demo_writes_a_report(tmp_path):
     assert "## Demonstrations" in report and summary["collect"]["success_rate"] >= 0.9
     assert "## Base policy" in report and 0.0 <= summary["base"]["success_rate"] <= 1.0
     assert Path(summary["base"]["checkpoint"]).is_file()
-    assert "## Residual RL" in report and summary["residual"]["env_steps"] == 96
+    assert "## Residual RL" in report and summary["residual"]["env_steps"] == 416
     assert (tmp_path / "t" / "residual" / "learning_curve.png").stat().st_size > 1000
+    assert "## Offline ranking" in report and sorted(r["rank"] for r in summary["rank"]["candidates"]) == [1, 2]
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000

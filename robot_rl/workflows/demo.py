@@ -144,6 +144,27 @@ def residual_stage(report: Report, run_dir: Path, base: str, demos: Path, cfg: D
     return summary
 
 
+def rank_stage(report: Report, run_dir: Path, base: str, residual: dict, cfg: DictConfig) -> dict:
+    """Rank what the demo produced (the base, the base with its residual) from the residual run's logged rollouts
+    alone, then score that ranking against rollouts in the mirror."""
+    from robot_rl.eval.chunked_td import EvaluatorConfig
+    from robot_rl.workflows.rank import format_table, rank_policies
+
+    candidates = [base, f"{base}+{residual['checkpoint_dir']}"]
+    evaluator = EvaluatorConfig(updates=int(cfg.updates), updates_per_call=min(500, int(cfg.updates)))
+    result = rank_policies(candidates, residual["rollouts"], evaluator=evaluator, truth="sim",
+                           truth_episodes=int(cfg.truth_episodes), out=run_dir / "rank", progress=False)
+    rows = [{"candidate": "base" if r["name"] == base else "base + residual", "rank": r["rank"],
+             "estimate": r["estimate"], "pessimistic": r["pessimistic"], "spread": r["spread"], "fqe": r["fqe"],
+             "true (sim)": r.get("true")} for r in result["candidates"]]
+    images = [str(p.relative_to(run_dir)) for p in sorted((run_dir / "rank").glob("*.png"))]
+    report.add("Offline ranking", text="Each candidate valued from the residual run's logged rollouts alone (a "
+               "chunked-TD critic per candidate; per-step FQE beside it), then rolled out "
+               f"{cfg.truth_episodes} times in the mirror for the true discounted value.", table=rows, images=images)
+    print(format_table(result), file=sys.stderr)
+    return {"candidates": rows}
+
+
 def run(cfg: DictConfig) -> dict:
     name = cfg.name or time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir = Path(cfg.runs_dir) / name
@@ -159,6 +180,8 @@ def run(cfg: DictConfig) -> dict:
     print("[demo] stage: residual RL on the base", file=sys.stderr)
     results["residual"] = residual_stage(report, run_dir, results["base"]["checkpoint"],
                                          Path(results["collect"]["out"]), cfg.residual, cfg.collect.task)
+    print("[demo] stage: rank the policies offline", file=sys.stderr)
+    results["rank"] = rank_stage(report, run_dir, results["base"]["checkpoint"], results["residual"], cfg.rank)
     path = report.write()
     print(f"[demo] report: {path}", file=sys.stderr)
     return {"run_dir": str(run_dir), "report": str(path), **results}

@@ -88,3 +88,12 @@ def test_bad_input_is_a_clear_error(reach, tmp_path):
         train_residual("Reach", tmp_path / "missing.safetensors", recipe, loop, tmp_path / "c")
     with pytest.raises(UserError, match="holds Reach episodes, not PushCube"):
         load_demos(demos, "PushCube", None)
+
+
+def test_a_trained_base_checkpoint_runs_through_evaluate(reach, capsys):
+    _, base = reach
+    assert main(["evaluate", f"checkpoint={base}", "episodes=3", "progress=false"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["task"] == "Reach" and result["episodes"] == 3 and 0.0 <= result["success_rate"] <= 1.0
+    assert main(["evaluate", "task=PushCube", f"checkpoint={base}", "episodes=1", "progress=false"]) == 2
+    assert "trained for task 'Reach', not 'PushCube'" in capsys.readouterr().err

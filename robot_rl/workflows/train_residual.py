@@ -194,13 +194,33 @@ def steps_to(evals: list[dict], level: float) -> int | None:
     return next((int(e["env_steps"]) for e in evals if e["success"] >= level), None)
 
 
+def gate_against_base(base: str | Path, checkpoint_dir: str | Path, data: str | Path, margin: float,
+                      updates: int, seed: int = 0) -> dict[str, Any]:
+    """The deployment gate (RL-100 style) for a freshly trained residual: one chunked-TD evaluator, fitted on the
+    logged data for the deployed policy (the base) and for base + residual; the residual passes only if its
+    pessimistic value beats the base's by `margin`."""
+    from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+    from robot_rl.eval.gate import DeploymentGate
+    from robot_rl.workflows.candidates import load_candidates
+    from robot_rl.workflows.rank import load_cache
+
+    cfg = EvaluatorConfig(updates=updates, updates_per_call=min(500, updates), seed=seed)
+    cache, _ = load_cache(data, cfg.obs_key)
+    evaluator = ChunkedTDEvaluator(cfg, cache)
+    deployed, candidate = load_candidates([str(base), f"{base}+{checkpoint_dir}"], seed)
+    decision = DeploymentGate(margin).decide(evaluator.fit(candidate), evaluator.fit(deployed))
+    return {"accept": decision.accept, "candidate": decision.candidate, "deployed": decision.deployed,
+            "margin": decision.margin, "reason": decision.reason}
+
+
 def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop: LoopConfig, out: str | Path,
                    demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
-                   progress: bool = True) -> dict[str, Any]:
+                   gate: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
-    episode store) and OUT/summary.json; returns the summary."""
+    episode store) and OUT/summary.json; returns the summary. `gate={"margin": m, "updates": n}` also runs the
+    deployment gate of the result against its base on the rollouts (summary["gate"])."""
     import sim
 
     if recipe.enabled and base is None:
@@ -258,6 +278,9 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }
+    if gate is not None and base is not None and writer is not None:
+        summary["gate"] = gate_against_base(base, loop.checkpoint_dir, writer.store.root, float(gate["margin"]),
+                                            int(gate["updates"]), loop.seed)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -287,4 +310,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return train_residual(task=str(task_cfg.name), base=cfg.base, recipe=recipe, loop=loop, out=out,
                           demos=cfg.demos, num_envs=int(cfg.num_envs), variant=str(cfg.variant),
                           eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
-                          rollouts=bool(cfg.rollouts), progress=bool(cfg.progress))
+                          rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
+                          gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None)

@@ -38,12 +38,14 @@ def test_cli_trains_logs_checkpoints_and_records_every_rollout(reach, tmp_path, 
     out = tmp_path / "run"
     code = main(["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "steps=240", "num_envs=4",
                  "eval.every=120", "eval.episodes=4", "eval.num_envs=4", "eval.variants=[nominal,real_a]",
-                 "log_every=60", f"out={out}", "progress=false", *SMALL])
+                 "log_every=60", f"out={out}", "progress=false", "gate.enabled=true", "gate.updates=40", *SMALL])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["env_steps"] == 240 and summary["demo_episodes"] == 6
     assert [step for step, _ in summary["curve"]] == [0, 120, 240]
     assert "success/real_a" in summary and 0.0 <= summary["final_success"] <= 1.0
+    gate = summary["gate"]  # the gate ran on the rollouts and its decision follows its own rule
+    assert gate["accept"] == (gate["candidate"] > gate["deployed"] + gate["margin"]) and "beat" in gate["reason"]
     # the untrained residual is exactly zero: the first evaluation is the base's own, on the same seeds
     assert summary["base_success"] == evaluate_base("Reach", base, episodes=4, num_envs=4)["success"]
     for name in ("log.csv", "eval.csv", "learning_curve.png", "summary.json"):

@@ -16,7 +16,7 @@ steps), base action and next base action as the actor recorded them, rewards fro
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -32,8 +32,14 @@ from hw.transport import LATCHED, NodeHandle  # noqa: E402
 from hw.weights import Announcement, latest_version, weights_path, write_weights  # noqa: E402
 from robot_rl.data import EpisodeStore, ReplayCache  # noqa: E402
 from robot_rl.errors import UserError  # noqa: E402
-from robot_rl.rl.agent import ResidualAgent  # noqa: E402
-from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, sha256_hex  # noqa: E402
+from robot_rl.rl.agent import ResidualAgent, observation_stats  # noqa: E402
+from robot_rl.rl.checkpoint import (  # noqa: E402
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    sha256_hex,
+)
 from robot_rl.rl.config import load_recipe  # noqa: E402
 from robot_rl.rl.replay import agent_batch, n_step_sampler  # noqa: E402
 
@@ -96,13 +102,6 @@ class LearnerNode(Node):
         schema = self.store.schema
         if self.p.obs_key not in schema or len(schema[self.p.obs_key].shape) != 1:
             raise UserError(f"node {self.name!r}: the store has no flat {self.p.obs_key!r}; set obs_key")
-        obs_dim, action_dim = schema[self.p.obs_key].shape[0], schema["action"].shape[0]
-        self.agent = ResidualAgent(self.cfg, obs_dim, action_dim)
-        self.state = self.agent.init(self.p.seed)
-        if latest_checkpoint(self.ckpt_dir) is not None:
-            self.state, sidecar = load_checkpoint(self.ckpt_dir, self.state)
-            self.updates = int(sidecar["meta"]["updates"])
-            self.log.info("resumed at %d updates", self.updates)
         keys = [self.p.obs_key, "action", "base_action", "reward", "terminated", "intervention"]
         self.cache = ReplayCache.for_store(self.store, self.p.capacity, keys)
         self.sampler = n_step_sampler(self.cache, self.cfg, self.p.obs_key, self.p.seed)
@@ -120,6 +119,8 @@ class LearnerNode(Node):
             self.cache.sync(self.store)
         if self.cache.size < max(self.p.min_steps, 1):
             return
+        if self.agent is None:
+            self._build_agent()
         rows = self.cfg.utd * self.cfg.batch_size
         for _ in range(self.p.updates_per_tick):
             batch = agent_batch(self.sampler.sample(rows), self.p.obs_key)
@@ -131,6 +132,24 @@ class LearnerNode(Node):
                 self._publish()
             if self.p.checkpoint_every and self.updates % self.p.checkpoint_every == 0:
                 self._checkpoint()
+
+    def _build_agent(self) -> None:
+        """The agent, once `min_steps` are cached: the state is standardized with the statistics of the steps then
+        in the cache (kept in the recipe, so every weight file carries them to the actor), or with those of the
+        checkpoint a restarted learner resumes."""
+        schema = self.store.schema
+        obs_dim, action_dim = schema[self.p.obs_key].shape[0], schema["action"].shape[0]
+        resume = latest_checkpoint(self.ckpt_dir)
+        if self.cfg.obs_stats is None:
+            stats = read_checkpoint(resume)[1]["meta"]["agent"]["obs_stats"] if resume else None
+            self.cfg = replace(self.cfg, obs_stats=stats or observation_stats(
+                self.cache.data[self.p.obs_key][self.cache.valid]))
+        self.agent = ResidualAgent(self.cfg, obs_dim, action_dim)
+        self.state = self.agent.init(self.p.seed)
+        if resume is not None:
+            self.state, sidecar = load_checkpoint(self.ckpt_dir, self.state)
+            self.updates = int(sidecar["meta"]["updates"])
+            self.log.info("resumed at %d updates", self.updates)
 
     def _publish(self) -> None:
         self.version += 1

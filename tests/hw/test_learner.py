@@ -54,7 +54,10 @@ def test_learner_publishes_versions_tails_the_store_and_resumes(tmp_path):
         weights = load_weights(a.path, a.sha256)  # the files are complete and match what was announced
         assert weights.version == a.version and (weights.agent.obs_dim, weights.agent.action_dim) == (STATE_DIM, N)
         assert json.loads(Path(a.path).with_suffix(".json").read_text())["updates"] == 3 * a.version
+        # the state standardization fitted on the store's steps travels with the weights to the actor
+        assert weights.agent.cfg.obs_stats == learner.cfg.obs_stats and len(learner.cfg.obs_stats["mean"]) == STATE_DIM
     assert learner.cache.size == 4 * 30
+    stats = learner.cfg.obs_stats
 
     write_episodes(tmp_path / "store", episodes=2, seed=1)  # the recorder commits more while the learner runs
     assert rig.run_until(lambda: learner.cache.size == 6 * 30, real_timeout=30)
@@ -68,5 +71,6 @@ def test_learner_publishes_versions_tails_the_store_and_resumes(tmp_path):
     assert rig.run_until(lambda: len(again) >= 2, real_timeout=120)
     assert again[0].version == newest  # a restarted learner re-announces its newest version
     assert again[1].version == newest + 1 and resumed.updates >= updates  # and numbers on from there
+    assert resumed.cfg.obs_stats == stats  # a resumed learner keeps the statistics its networks were trained with
     load_weights(again[1].path, again[1].sha256)
     rig.close()

@@ -82,6 +82,17 @@ class Observer:
         self.bus.spin(timeout=seconds)
 
 
+def takeover_began_within(messages: list[tuple[float, bool]], now: float, seconds: float) -> bool:
+    """The last /teleop/intervention messages are a takeover (re-asserted every step) that began less than `seconds`
+    ago: a kill now lands inside it, not on its last step (a takeover lasts 40 steps, 2 s)."""
+    if not messages or not messages[-1][1]:
+        return False
+    start = len(messages) - 1
+    while start > 0 and messages[start - 1][1]:
+        start -= 1
+    return now - messages[start][0] < seconds
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     import random
@@ -134,7 +145,7 @@ def run(tmp_path_factory):
         procs["recorder"].wait()
         # 6. the teleop's device unplugged mid-takeover: the teleop process dies while intervening
         # the /teleop/intervention topic, not the once-a-second status: kill while a takeover is surely running
-        obs.wait(lambda: bool(obs.intervention) and obs.intervention[-1][1], 60, "a takeover")
+        obs.wait(lambda: takeover_began_within(obs.intervention, obs.now(), 0.5), 60, "a takeover")
         procs["teleop"].kill()
         procs["teleop"].wait()
         obs.wait(lambda: obs.get("safety", "reason") == "teleop_lost", 10, "the safety latch")

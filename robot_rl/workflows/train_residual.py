@@ -34,8 +34,9 @@ from robot_rl.rl.replay import EpisodeReplay, replay_spec
 OBS_KEY = "state"  # the flat vector the learner reads (images go to the base policy only)
 
 
-def load_base(path: str | Path, task: str, num_envs: int):
-    """The frozen base policy as a batched callable over `num_envs` envs, after checking it fits the task."""
+def load_base(path: str | Path, task: str, num_envs: int, n_action_steps: int | None = None):
+    """The frozen base policy as a batched callable over `num_envs` envs, after checking it fits the task;
+    `n_action_steps` (default: the policy's) sets how many actions of each chunk run before the base replans."""
     import sim
     from robot_rl.policies import load_policy
     from robot_rl.policies.batched import BatchedChunkPolicy
@@ -47,13 +48,14 @@ def load_base(path: str | Path, task: str, num_envs: int):
     robot = sim.make_env(task).robot
     obs_shapes = {key: shape for key, (shape, _) in robot.obs_spec.items() if key in policy.spec.obs_keys}
     policy.spec.check_matches(task=task, action_dim=robot.action_dim, obs_shapes=obs_shapes, source=str(path))
-    return BatchedChunkPolicy(policy, num_envs)
+    return BatchedChunkPolicy(policy, num_envs, n_action_steps)
 
 
-def relabel_base_actions(episodes: Sequence[dict[str, np.ndarray]], base_path: str | Path, task: str) -> list:
+def relabel_base_actions(episodes: Sequence[dict[str, np.ndarray]], base_path: str | Path, task: str,
+                         n_action_steps: int | None = None) -> list:
     """The base actions along each demo: the base runs open loop along the recorded observations (all demos in
     lockstep, one batched inference per chunk), exactly as it would have acted at those states."""
-    base = load_base(base_path, task, len(episodes))
+    base = load_base(base_path, task, len(episodes), n_action_steps)
     longest = max(len(e["reward"]) for e in episodes)
     out = [np.zeros_like(e["action"]) for e in episodes]
     for t in range(longest):
@@ -65,7 +67,8 @@ def relabel_base_actions(episodes: Sequence[dict[str, np.ndarray]], base_path: s
     return out
 
 
-def load_demos(root: str | Path, task: str, base_path: str | Path | None) -> tuple[list[dict], list[str]]:
+def load_demos(root: str | Path, task: str, base_path: str | Path | None,
+               n_action_steps: int | None = None) -> tuple[list[dict], list[str]]:
     """Demo episodes of `task` as replay episodes (obs, action, base_action, reward, terminated, intervention)."""
     with EpisodeStore.open(root, mode="r") as store:
         key = f"obs/{OBS_KEY}"
@@ -81,7 +84,7 @@ def load_demos(root: str | Path, task: str, base_path: str | Path | None) -> tup
         raise UserError(f"demo store {root} has no episodes; collect some with `robot-rl collect`")
     if base_path is not None:  # always relabel: a recorded base_action is some other policy's (a scripted demo
         # records the expert's action there), never necessarily this base's
-        for episode, actions in zip(episodes, relabel_base_actions(episodes, base_path, task)):
+        for episode, actions in zip(episodes, relabel_base_actions(episodes, base_path, task, n_action_steps)):
             episode["base_action"] = actions
     replay_episodes = []
     for e in episodes:
@@ -216,7 +219,8 @@ def gate_against_base(base: str | Path, checkpoint_dir: str | Path, data: str | 
 def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop: LoopConfig, out: str | Path,
                    demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
-                   gate: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+                   gate: dict[str, Any] | None = None, base_n_action_steps: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
     episode store) and OUT/summary.json; returns the summary. `gate={"margin": m, "updates": n}` also runs the
@@ -233,8 +237,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
     envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
     eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True) for name in eval_variants}
-    base_fn = load_base(base, task, num_envs) if base is not None else None
-    eval_base = load_base(base, task, eval_num_envs) if base is not None else None
+    base_fn = load_base(base, task, num_envs, base_n_action_steps) if base is not None else None
+    eval_base = load_base(base, task, eval_num_envs, base_n_action_steps) if base is not None else None
     obs_dim = envs.single_observation_space[OBS_KEY].shape[0]
     action_dim = envs.single_action_space.shape[0]
 
@@ -249,7 +253,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
         demo_rewards, demo_states = [], []
         if demos is not None:
-            episodes, sources = load_demos(demos, task, base)
+            episodes, sources = load_demos(demos, task, base, base_n_action_steps)
             for episode, source in zip(episodes, sources):
                 replay.add_episode(episode, source)
                 demo_rewards.append(episode["reward"])
@@ -311,4 +315,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           demos=cfg.demos, num_envs=int(cfg.num_envs), variant=str(cfg.variant),
                           eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
-                          gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None)
+                          gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None,
+                          base_n_action_steps=cfg.base_n_action_steps)

@@ -13,7 +13,9 @@ Assertions are on what arrived and in which order, never on how fast.
 """
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,7 +127,17 @@ def run(tmp_path_factory):
         obs.wait(lambda: obs.get("recorder", "episodes", default=0) >= max(with_weights, 3), 60, "more episodes")
         # 3. an announcement whose hash does not match its file
         running = obs.get("actor", "weights_version")
-        obs.weights.publish(Announcement(999, obs.announced[-1].path, "0" * 64).to_msg())
+        # a copy the learner cannot prune (it keeps its newest 3 versions): the file exists, only the hash is wrong
+        (tmp / "kept").mkdir()
+        for announced in reversed(obs.announced):  # the newest version the learner has not pruned yet
+            real, kept = Path(announced.path), tmp / "kept" / Path(announced.path).name
+            try:
+                shutil.copy(real.with_suffix(".json"), kept.with_suffix(".json"))
+                shutil.copy(real, kept)
+                break
+            except FileNotFoundError:
+                continue
+        obs.weights.publish(Announcement(999, str(kept), "0" * 64).to_msg())
         obs.wait(lambda: obs.get("actor", "counts", "weights_rejected_hash", default=0) >= 1, 30, "the rejection")
         marks["after_bad_hash"] = obs.get("actor", "weights_version")
         # 4. the learner dies

@@ -48,7 +48,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = cfg.out or f"runs/bench_residual/{cfg.task}_{recipe.name}"
     summary = train_residual(str(cfg.task), checkpoint if recipe.enabled else None, recipe, loop, out,
                              demos=demos if recipe.demo_fraction > 0 else None, num_envs=int(cfg.num_envs),
-                             eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs))
+                             eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
+                             base_n_action_steps=cfg.base_n_action_steps)
     return {"recipe": recipe.name, "task": str(cfg.task), "base_success": base_success,
             "final_success": summary["final_success"], "env_steps": summary["env_steps"],
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],

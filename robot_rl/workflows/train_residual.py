@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -34,20 +35,29 @@ from robot_rl.rl.replay import EpisodeReplay, replay_spec
 OBS_KEY = "state"  # the flat vector the learner reads (images go to the base policy only)
 
 
+@functools.lru_cache(maxsize=4)
+def _checked_policy(path: str, task: str, mtime_ns: int):
+    """The checkpoint loaded and checked against the task once per file version: a run's training, evaluation and
+    relabelling bases share it (each wrapper keeps its own per-env state)."""
+    import sim
+    from robot_rl.policies import load_policy
+
+    policy = load_policy(path)
+    robot = sim.make_env(task).robot
+    obs_shapes = {key: shape for key, (shape, _) in robot.obs_spec.items() if key in policy.spec.obs_keys}
+    policy.spec.check_matches(task=task, action_dim=robot.action_dim, obs_shapes=obs_shapes, source=path)
+    return policy
+
+
 def load_base(path: str | Path, task: str, num_envs: int, n_action_steps: int | None = None):
     """The frozen base policy as a batched callable over `num_envs` envs, after checking it fits the task;
     `n_action_steps` (default: the policy's) sets how many actions of each chunk run before the base replans."""
-    import sim
-    from robot_rl.policies import load_policy
     from robot_rl.policies.batched import BatchedChunkPolicy
 
     if not Path(path).is_file():
         raise UserError(f"base checkpoint {str(path)!r} does not exist; train one with `robot-rl train-base` and give "
                         "base=PATH/policy.safetensors")
-    policy = load_policy(path)
-    robot = sim.make_env(task).robot
-    obs_shapes = {key: shape for key, (shape, _) in robot.obs_spec.items() if key in policy.spec.obs_keys}
-    policy.spec.check_matches(task=task, action_dim=robot.action_dim, obs_shapes=obs_shapes, source=str(path))
+    policy = _checked_policy(str(path), task, Path(path).stat().st_mtime_ns)
     return BatchedChunkPolicy(policy, num_envs, n_action_steps)
 
 

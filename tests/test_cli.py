@@ -99,3 +99,23 @@ def test_demo_writes_a_report(tmp_path):
     assert (tmp_path / "t" / "residual" / "learning_curve.png").stat().st_size > 1000
     assert "## Offline ranking" in report and sorted(r["rank"] for r in summary["rank"]["candidates"]) == [1, 2]
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, task", [
+    (["bench", "residual", "task=PickPlace", "recipe=scratch"], "PickPlace"),  # a plain key named like a group
+    (["bench", "sim", "task=Reach"], "Reach"),
+    (["train-residual", "task=PushCube"], {"name": "PushCube"}),  # the config group itself
+    (["bench", "sim2real", "task=PickPlace"], {"name": "PickPlace"}),
+])
+def test_task_override_works_on_plain_keys_and_groups(args, task):
+    from robot_rl.cli.main import VERBS, load_config, split_args
+
+    verb = VERBS[args[0]]
+    positionals, overrides, flags = split_args(args[1:])
+    cfg = load_config(verb, positionals, overrides, flags)
+    if isinstance(task, str):
+        assert cfg.task == task
+    else:
+        assert cfg.task.name == task["name"]
+    if args[1] == "residual":
+        assert cfg.recipe == "scratch"

@@ -98,6 +98,24 @@ def config_name(verb: Verb, positionals: list[str], selected: dict[str, str] | N
     return name
 
 
+def take_plain_keys(config_name: str, overrides: list[str]) -> dict[str, object]:
+    """`task=PushCube` on a config whose `task` is a plain key (bench configs) would be read by Hydra as picking
+    the config group `configs/task/`, which that config does not use: such overrides are taken out of the Hydra
+    overrides and set on the composed config instead."""
+    import yaml
+
+    text = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+    groups = {str(next(iter(d))).lstrip("/").split("@")[0] if isinstance(d, dict) else str(d)
+              for d in text.get("defaults", [])}
+    plain = {}
+    for override in list(overrides):
+        key, _, value = override.partition("=")
+        if value and key.isidentifier() and key in text and key not in groups and (CONFIG_DIR / key).is_dir():
+            overrides.remove(override)
+            plain[key] = yaml.safe_load(value)
+    return plain
+
+
 def compose(config_name: str, overrides: list[str]):
     """Compose `configs/<config_name>.yaml` with overrides using Hydra's compose API."""
     from hydra import compose as hydra_compose
@@ -116,6 +134,22 @@ def compose(config_name: str, overrides: list[str]):
             choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
             raise UserError(f"unknown {group} {missing.group(2)!r}; choose one of: {', '.join(choices)}") from exc
         raise UserError(f"bad configuration override: {first}") from exc
+
+
+def load_config(verb: Verb, positionals: list[str], overrides: list[str], flags: dict[str, bool]):
+    """The composed config of one command line: the verb's file (picked by positionals and its selector), the
+    user's overrides, positionals and flags as keys."""
+    overrides = list(overrides)
+    pos_overrides = [f"++{key}={value}" for key, value in zip(verb.positionals, positionals)]
+    flag_overrides = [f"++flags.{key}=true" for key in flags]
+    selected = take_selector(verb, overrides)
+    pos_overrides += [f"++{key}={value}" for key, value in selected.items()]
+    name = config_name(verb, positionals, selected)
+    plain = take_plain_keys(name, overrides)
+    cfg = compose(name, overrides + pos_overrides + flag_overrides)
+    for key, value in plain.items():
+        cfg[key] = value
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        pos_overrides = [f"++{key}={value}" for key, value in zip(verb.positionals, positionals)]
-        flag_overrides = [f"++flags.{key}=true" for key in flags]
-        selected = take_selector(verb, overrides)
-        pos_overrides += [f"++{key}={value}" for key, value in selected.items()]
-        cfg = compose(config_name(verb, positionals, selected), overrides + pos_overrides + flag_overrides)
+        cfg = load_config(verb, positionals, overrides, flags)
         module_name, func_name = verb.workflow.split(":")
         module = importlib.import_module(module_name if "." in module_name else f"robot_rl.workflows.{module_name}")
         result = getattr(module, func_name)(cfg)

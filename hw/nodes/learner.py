@@ -9,6 +9,12 @@ actor that starts later gets the newest). Every `checkpoint_every` updates, and 
 training state (`robot_rl.rl.checkpoint`), so a learner that died resumes where it stopped and numbers its versions
 on from the newest file.
 
+With `gate_base` set (the base policy checkpoint the actor runs), every version must pass the evaluator's deployment
+gate first (RL-100 style, `robot_rl.eval.gate`): one chunked-TD evaluator, fitted on the cached steps for the
+candidate (base + the new residual) and for the deployed policy (base + the last version that passed; the base
+alone before any), and the version is written and announced only if the candidate's pessimistic value beats the
+deployed one's by `gate_margin`. A refused candidate is counted and logged; training goes on from it.
+
 Transitions come from the store's keys: obs = `obs_key`, action = the executed action (the person's on intervened
 steps), base action and next base action as the actor recorded them, rewards from the episode events.
 """
@@ -61,6 +67,9 @@ class LearnerParams:
     checkpoint_every: int = 500  # updates between training-state checkpoints (0: only at shutdown)
     seed: int = 0
     status_period_s: float = 1.0
+    gate_base: str = ""  # base policy checkpoint the actor runs: gate every version against the deployed one
+    gate_margin: float = 0.01  # pessimistic value the candidate must gain over the deployed policy
+    gate_updates: int = 500  # evaluator updates per policy and decision
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict:
@@ -89,6 +98,9 @@ class LearnerNode(Node):
         self.version = latest_version(self.weights_dir)
         self.last_sync = -np.inf
         self.metrics: dict[str, float] = {}
+        self.gate = LiveGate(p.gate_base, p.gate_margin, p.gate_updates, p.obs_key, p.seed) if p.gate_base else None
+        self.gate_counts = {"accepted": 0, "rejected": 0}
+        self.gate_reason = ""
         self.weights_pub = self.publisher(WEIGHTS, String, LATCHED)
         self.status = StatusReporter(self, self._status, p.status_period_s)
         self.timer(p.tick_s, self._tick)
@@ -152,6 +164,14 @@ class LearnerNode(Node):
             self.log.info("resumed at %d updates", self.updates)
 
     def _publish(self) -> None:
+        if self.gate is not None:
+            decision = self.gate.decide(self.cache, self.agent, self.state)
+            self.gate_counts["accepted" if decision.accept else "rejected"] += 1
+            self.gate_reason = decision.reason
+            self.log.info("gate after %d updates: %s", self.updates, decision.reason)
+            if not decision.accept:
+                self.status.publish()
+                return
         self.version += 1
         announcement = write_weights(self.weights_dir, self.version, self.cfg, self.agent.obs_dim,
                                      self.agent.action_dim, self.state.actor,
@@ -169,9 +189,43 @@ class LearnerNode(Node):
     def _status(self) -> dict:
         return {"version": self.version, "updates": self.updates,
                 "cache_steps": self.cache.size if self.store is not None else 0,
-                "store_episodes": self.store.num_episodes if self.store is not None else 0, "metrics": self.metrics}
+                "store_episodes": self.store.num_episodes if self.store is not None else 0, "metrics": self.metrics,
+                **({"gate": {**self.gate_counts, "last": self.gate_reason}} if self.gate is not None else {})}
 
     def close(self) -> None:
         if self.agent is not None and self.updates:
             self._checkpoint()
         self.status.publish()
+
+
+class LiveGate:
+    """The deployment gate over the learner's cache: the candidate residual (the agent's current actor) against the
+    deployed one (the last candidate that passed; none at first, i.e. the base alone), both on top of the base the
+    actor runs. Fitting the evaluator blocks the learner for a few seconds per decision, never the actor."""
+
+    def __init__(self, base: str, margin: float, updates: int, obs_key: str, seed: int):
+        from robot_rl.eval.gate import DeploymentGate
+        from robot_rl.policies import load_policy
+
+        if not Path(base).is_file():
+            raise UserError(f"learner gate_base {base} does not exist; give the policy.safetensors the actor runs "
+                            "(or leave gate_base empty to publish without the gate)")
+        self.policy = load_policy(base, seed=seed)
+        self.gate = DeploymentGate(margin)
+        self.updates, self.obs_key, self.seed = updates, obs_key, seed
+        self.deployed = None  # (agent, actor params) of the last accepted candidate
+
+    def decide(self, cache: ReplayCache, agent: ResidualAgent, state):
+        from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+        from robot_rl.workflows.candidates import Candidate, Residual
+
+        cfg = EvaluatorConfig(updates=self.updates, updates_per_call=min(500, self.updates), obs_key=self.obs_key,
+                              seed=self.seed)
+        evaluator = ChunkedTDEvaluator(cfg, cache)
+        candidate = Candidate("candidate", self.policy, Residual(agent, state, Path("candidate")))
+        deployed = Candidate("deployed", self.policy,
+                             Residual(*self.deployed, Path("deployed")) if self.deployed else None)
+        decision = self.gate.decide(evaluator.fit(candidate), evaluator.fit(deployed))
+        if decision.accept:
+            self.deployed = (agent, state)
+        return decision

@@ -74,3 +74,38 @@ def test_learner_publishes_versions_tails_the_store_and_resumes(tmp_path):
     assert resumed.cfg.obs_stats == stats  # a resumed learner keeps the statistics its networks were trained with
     load_weights(again[1].path, again[1].sha256)
     rig.close()
+
+
+def test_learner_gate_publishes_only_versions_that_beat_the_deployed_policy(tmp_path):
+    """With gate_base set, a version is written and announced only when the chunked-TD evaluator's pessimistic value
+    of base + new residual beats the deployed policy's by the margin: an impossible margin publishes nothing (and
+    counts the refusals), a margin every candidate clears publishes as usual."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "policies"))
+    from policy_helpers import tiny_policy, tiny_train
+
+    from robot_rl.policies import train_policy
+
+    write_episodes(tmp_path / "store", episodes=4, seed=0)
+    base = train_policy(tmp_path / "store", tmp_path / "base", tiny_policy("bc", obs_keys=("state",)),
+                        tiny_train(steps=20, val_every=20, ckpt_every=20), progress=False).checkpoint
+    def run(margin: float):
+        rig = Rig()
+        announced: list[Announcement] = []
+        rig.h.subscribe(topics.WEIGHTS, String, lambda m: announced.append(Announcement.parse(m)), LATCHED)
+        spec = learner_spec(tmp_path / f"m{margin}")
+        spec.parameters.update(store=str(tmp_path / "store"), gate_base=str(base), gate_margin=margin,
+                               gate_updates=20)
+        learner = rig.add(spec)
+        assert rig.run_until(lambda: sum(learner.gate_counts.values()) >= 2, real_timeout=240)
+        rig.close()
+        return learner, announced
+
+    learner, announced = run(1e6)
+    assert learner.gate_counts == {"accepted": 0, "rejected": learner.gate_counts["rejected"]}
+    assert not announced and not list((tmp_path / "m1000000.0" / "weights").glob("residual_v*"))
+    assert "does not beat" in learner.gate_reason
+    learner, announced = run(-1e6)
+    assert learner.gate_counts["accepted"] >= 2 and [a.version for a in announced][:2] == [1, 2]
+    assert "beats deployed" in learner.gate_reason

@@ -166,11 +166,11 @@ class ResidualAgent:
         if self.image_keys:
             obs = {STATE: jnp.zeros((1, self.obs_dim)),
                    **{k: jnp.zeros((1, *shape), jnp.uint8) for k, shape in self.image_shapes.items()}}
-            critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, self.action_dim)),
+            critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, self.critic_action_dim)),
                                           method=PixelCritic.initialize)["params"]
         else:
             critic = self.critic_net.init(k_critic, jnp.zeros((1, self.obs_dim)),
-                                          jnp.zeros((1, self.action_dim)))["params"]
+                                          jnp.zeros((1, self.critic_action_dim)))["params"]
         log_alpha = jnp.asarray(math.log(self.cfg.init_temperature), jnp.float32)
         return TrainState(actor=actor, critic=critic, target_critic=critic, log_alpha=log_alpha,
                           actor_opt=self.actor_tx.init(actor), critic_opt=self.critic_tx.init(critic),
@@ -264,9 +264,24 @@ class ResidualAgent:
         return np.clip((state - self.obs_mean) / self.obs_std, -10.0, 10.0)
 
     # ---------------------------------------------------------------- critic
-    def q_values(self, critic_params: Any, obs: jax.Array, action: jax.Array) -> jax.Array:
-        """(num_critics, B) values; expected values for the categorical critic."""
-        out = self.critic_net.apply({"params": critic_params}, obs, action)
+    @property
+    def critic_action_dim(self) -> int:
+        return self.action_dim * (2 if self.cfg.critic_input == "base_residual" else 1)
+
+    def critic_action(self, base: jax.Array, action: jax.Array) -> jax.Array:
+        """What the critic reads for an executed action: the action itself, or (`critic_input: base_residual`) the
+        base action and the residual in units of `scale`, clipped to +-`residual_clip`. A residual of a few hundredths
+        next to unit-scale inputs is a rounding error for a normalized trunk; in units of the scale it is the input
+        the critic must tell apart. Demo actions far from the base saturate at the clip: "further this way"."""
+        if self.cfg.critic_input == "action":
+            return action
+        clip = self.cfg.residual_clip
+        return jnp.concatenate([base, jnp.clip((action - base) / self.scale, -clip, clip)], axis=-1)
+
+    def q_values(self, critic_params: Any, obs: jax.Array, base: jax.Array, action: jax.Array) -> jax.Array:
+        """(num_critics, B) values of executed `action` on top of `base`; expected values for the categorical
+        critic."""
+        out = self.critic_net.apply({"params": critic_params}, obs, self.critic_action(base, action))
         return out if self.atoms is None else distributional.expected_value(out, self.atoms)
 
     def critic_target(self, state: TrainState, mb: Batch, reward_scale: jax.Array,
@@ -284,7 +299,8 @@ class ResidualAgent:
         else:
             next_res, next_logp = self.sample_residual(state.actor, next_obs, next_base, k_act)
             bonus = -jnp.exp(state.log_alpha) * next_logp
-        out = self.critic_net.apply({"params": state.target_critic}, target_obs, compose_action(next_base, next_res))
+        out = self.critic_net.apply({"params": state.target_critic}, target_obs,
+                                    self.critic_action(next_base, compose_action(next_base, next_res)))
         c = self.cfg.critic
         if c.num_min < c.num_critics:
             out = out[jax.random.choice(k_heads, c.num_critics, (c.num_min,), replace=False)]
@@ -302,7 +318,8 @@ class ResidualAgent:
 
     def critic_loss(self, critic_params: Any, mb: Batch, y: jax.Array,
                     target_probs: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        out = self.critic_net.apply({"params": critic_params}, self.encode(critic_params, mb["obs"]), mb["action"])
+        out = self.critic_net.apply({"params": critic_params}, self.encode(critic_params, mb["obs"]),
+                                    self.critic_action(mb["base_action"], mb["action"]))
         if self.atoms is None:
             return 0.5 * jnp.sum(jnp.mean((out - y[None]) ** 2, axis=1)), jnp.mean(out)
         ce = distributional.cross_entropy(out, target_probs[None])  # (E, B)
@@ -335,7 +352,7 @@ class ResidualAgent:
             residual, logp = self.deterministic_residual(actor_params, obs, base), jnp.zeros(obs.shape[0])
         else:
             residual, logp = self.sample_residual(actor_params, obs, base, key)
-        q = self.q_values(critic_params, obs, compose_action(base, residual))
+        q = self.q_values(critic_params, obs, base, compose_action(base, residual))
         q = jnp.min(q, axis=0) if self.cfg.critic.actor_agg == "min" else jnp.mean(q, axis=0)
         return jnp.mean(jnp.exp(log_alpha) * logp - q), logp
 

@@ -89,6 +89,10 @@ class AgentConfig:
     explore_std: float = 0.5
     target_noise: float = 0.2
     target_noise_clip: float = 0.5
+    # what the critic reads besides the observation: "action" (the executed action) or "base_residual" (the base
+    # action and the residual in units of `scale`, clipped to +-residual_clip; see ResidualAgent.critic_action)
+    critic_input: str = "action"
+    residual_clip: float = 3.0
     # data and schedule
     demo_fraction: float = 0.5  # symmetric sampling: share of each batch from demos + interventions
     warmup_steps: int = 1000  # env steps executing base + uniform noise before any update
@@ -117,6 +121,9 @@ class AgentConfig:
     def validate(self) -> None:
         checks = [
             (self.algo in ("sac", "td3"), f"algo={self.algo!r}; use sac or td3"),
+            (self.critic_input in ("action", "base_residual"),
+             f"critic_input={self.critic_input!r}; use action or base_residual"),
+            (self.residual_clip > 0, f"residual_clip={self.residual_clip}; use a positive clip"),
             (0 < self.scale <= 2, f"scale={self.scale}; use a residual scale in (0, 2]"),
             (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),
             (self.n_step >= 1, f"n_step={self.n_step}; use n_step >= 1"),

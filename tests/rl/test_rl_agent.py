@@ -65,7 +65,8 @@ def test_n_step_targets_match_hand_computation():
     # a zero residual), and the agent's targets for the batch; one jitted call, because eager dispatch would compile
     # every primitive separately
     q_at, (y, _) = jax.jit(lambda st, b: (
-        agent.critic_net.apply({"params": st.target_critic}, obs, compose_action(base, 0.0 * base)),
+        agent.critic_net.apply({"params": st.target_critic}, obs,
+                               agent.critic_action(base, compose_action(base, 0.0 * base))),
         agent.critic_target(st, b, 1.0, as_key(st.key))))(state, agent.prepare_batch(batch))
     q_at = np.asarray(q_at).min(axis=0)  # min over the heads, per step
 
@@ -146,3 +147,22 @@ def test_batch_without_base_actions_is_a_user_error(agent):
     del batch["next_base_action"]
     with pytest.raises(UserError, match="next_base_action"):
         agent.update(agent.init(0), batch)
+
+
+def test_critic_reads_the_residual_in_units_of_scale():
+    """critic_input=base_residual: the critic reads (base, (action - base) / scale clipped to +-residual_clip), so a
+    residual of scale 0.05 is a unit-size input; the update runs on it and its values depend on the residual."""
+    cfg = tiny_recipe(critic_input="base_residual", scale=0.05, residual_clip=3.0)
+    agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+    base = np.array([[0.2], [0.2], [0.2], [0.99]], np.float32)
+    action = np.array([[0.25], [0.15], [0.9], [1.0]], np.float32)  # +1, -1, far (a demo action), clipped at the box
+    got = np.asarray(agent.critic_action(base, action))
+    np.testing.assert_allclose(got, [[0.2, 1.0], [0.2, -1.0], [0.2, 3.0], [0.99, 0.2]], atol=1e-5)
+    state = agent.init(0)
+    state, metrics = agent.update(state, random_batch(np.random.default_rng(0), cfg.utd * cfg.batch_size))
+    assert int(metrics["skipped"]) == 0
+    obs = np.zeros((2, OBS_DIM), np.float32)
+    q = np.asarray(agent.q_values(state.critic, obs, base[:2], action[:2]))
+    assert q.shape == (cfg.critic.num_critics, 2) and np.all(np.isfinite(q)) and not np.allclose(q[:, 0], q[:, 1])
+    with pytest.raises(UserError, match="critic_input"):
+        tiny_recipe(critic_input="pixels")

@@ -123,7 +123,7 @@ def test_critic_learns_a_reward_visible_only_in_pixels(agent, tmp_path):
     cfg = agent.cfg
     rng = np.random.default_rng(3)
     state = agent.init(3)
-    q = jax.jit(lambda s, o, a: agent.q_values(s.critic, agent.encode(s.critic, o), a).mean(axis=0))
+    q = jax.jit(lambda s, o, b, a: agent.q_values(s.critic, agent.encode(s.critic, o), b, a).mean(axis=0))
     probe = pixel_batch(np.random.default_rng(99), 256)  # held-out images, unshifted
     probe_obs = agent.as_obs(probe["obs"])
     losses, before = [], agent.init(3)
@@ -132,7 +132,7 @@ def test_critic_learns_a_reward_visible_only_in_pixels(agent, tmp_path):
         losses.append(float(metrics["critic_loss"]))
     assert int(metrics["skipped"]) == 0
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
-    values = np.asarray(q(state, probe_obs, probe["action"]))
+    values = np.asarray(q(state, probe_obs, probe["base_action"], probe["action"]))
     rewarding = probe["reward"] == 1
     assert values[rewarding].mean() - values[~rewarding].mean() > 0.5  # the TD target gap is 1
     # the encoder did change, the bounded trunk is still projected, and the checkpoint carries the encoder
@@ -142,7 +142,7 @@ def test_critic_learns_a_reward_visible_only_in_pixels(agent, tmp_path):
     restored, _ = load_checkpoint(tmp_path, agent.init(0))
     for k, leaf in encoder_leaves(restored.critic).items():
         np.testing.assert_array_equal(leaf, trained[k])
-    np.testing.assert_array_equal(np.asarray(q(restored, probe_obs, probe["action"])), values)
+    np.testing.assert_array_equal(np.asarray(q(restored, probe_obs, probe["base_action"], probe["action"])), values)
 
 
 def test_replay_carries_images_and_the_loop_passes_dict_observations(agent, tmp_path):

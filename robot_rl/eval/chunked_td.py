@@ -151,14 +151,24 @@ class ChunkedTDEvaluator:
         (params, target, opt_state), losses = jax.lax.scan(step, (params, target, opt_state), batches)
         return params, target, opt_state, losses
 
-    def fit(self, policy: PolicyFn) -> PolicyEstimate:
-        """Train a fresh critic for `policy` on the cache and estimate its value."""
+    def fit(self, policy: PolicyFn, proposals: np.ndarray | None = None) -> PolicyEstimate:
+        """Train a fresh critic for `policy` on the cache and estimate its value. `proposals`: the policy's flattened
+        chunks at every valid slot, (n_valid, >= H * A), from `policy_chunks` with this or a longer horizon: running
+        a policy over the whole cache is the costly part, so evaluators of one policy (chunked TD and per-step FQE)
+        can share one pass, and then also score the same sampled actions."""
         cfg, cache = self.cfg, self.cache
         sampler = ChunkSampler(cache, cfg.horizon, cfg.gamma, fractions=cfg.fractions, next_keys=[],
                                chunk_keys=("action",), seed=cfg.seed)
         valid = np.flatnonzero(cache.valid)
-        pi = np.zeros((cache.capacity, cfg.horizon * self.action_dim), np.float32)
-        pi[valid] = self.policy_chunks(policy, valid)
+        width = cfg.horizon * self.action_dim
+        pi = np.zeros((cache.capacity, width), np.float32)
+        if proposals is None:
+            pi[valid] = self.policy_chunks(policy, valid)
+        elif proposals.shape[0] != len(valid) or proposals.shape[1] < width:
+            raise UserError(f"proposals of shape {proposals.shape} do not cover this cache's {len(valid)} valid "
+                            f"slots with chunks of {width} values; compute them with policy_chunks")
+        else:
+            pi[valid] = proposals[:, :width]
         key = jax.random.PRNGKey(cfg.seed)
         params = self.network.init(key, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, cfg.horizon * self.action_dim)))
         if cfg.bounded:

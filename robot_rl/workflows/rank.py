@@ -128,7 +128,9 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     chunked, fqe = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
     rows = []
     for candidate in _progress(loaded, progress, "rank"):
-        est, base = chunked.fit(candidate), fqe.fit(candidate)
+        longer = chunked if evaluator.horizon >= baseline.horizon else fqe
+        proposals = longer.policy_chunks(candidate, np.flatnonzero(cache.valid))  # one pass, both critics
+        est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
                      "spread": est.spread, "fqe": base.value})
     mc, mc_episodes = mc_by_candidate(cache, policy_ids, names, evaluator.gamma)

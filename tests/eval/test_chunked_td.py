@@ -70,6 +70,22 @@ def test_per_step_fqe_is_horizon_one(cache):
     assert abs(est.value - true_value(1.0)) < 0.1
 
 
+def test_shared_proposals_give_the_same_fit(cache):
+    """FQE reuses the chunked evaluator's pass over the cache (the first action of each longer chunk): same fit as
+    running the policy itself; proposals that do not cover the cache are a clear error."""
+    policy = lambda obs: np.linspace(0.5, 1.0, 8, dtype=np.float32)[None, :, None].repeat(len(obs["state"]), 0)
+    chunked = ChunkedTDEvaluator(EvaluatorConfig(horizon=4, hidden_dim=16, updates=20, updates_per_call=20), cache)
+    fqe = ChunkedTDEvaluator(EvaluatorConfig(horizon=1, hidden_dim=16, updates=20, updates_per_call=20), cache)
+    proposals = chunked.policy_chunks(policy, np.flatnonzero(cache.valid))
+    assert proposals.shape[1] == 4
+    assert fqe.fit(policy, proposals).value == fqe.fit(policy).value
+    assert chunked.fit(policy, proposals).value == chunked.fit(policy).value
+    from robot_rl.errors import UserError
+
+    with pytest.raises(UserError, match="compute them with policy_chunks"):
+        chunked.fit(policy, proposals[:, :2])
+
+
 def test_monte_carlo_baseline_by_hand():
     cache = ReplayCache(100, SPEC)
     for length in (3, 5):

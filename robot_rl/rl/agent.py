@@ -8,8 +8,9 @@ scale is 1 and the actor sees the observation only: plain SAC/TD3 from scratch o
 
 Batches are dicts of arrays with a leading axis of `utd * batch_size`: `obs`, `action` (executed), `reward` (n-step
 discounted sum), `discount` (gamma^m * not-terminal), `next_obs`, and with a residual `base_action`,
-`next_base_action`. A minibatch or update with a non-finite value is skipped inside the jitted call (the old
-parameters and optimizer state are kept) and counted in the metric `skipped`.
+`next_base_action`; optionally `demo` (1 on demo-side rows, for `bc_weight`). A minibatch or update with a
+non-finite value is skipped inside the jitted call (the old parameters and optimizer state are kept) and counted in
+the metric `skipped`.
 
 With camera images (`cfg.encoder.image_keys`), `obs` and `next_obs` are dicts {"state": (B, d) float32,
 "image_<camera>": (B, H, W, 3) uint8}: the critic's conv encoder (see `encoder.py`) turns them into features, the
@@ -354,7 +355,19 @@ class ResidualAgent:
             residual, logp = self.sample_residual(actor_params, obs, base, key)
         q = self.q_values(critic_params, obs, base, compose_action(base, residual))
         q = jnp.min(q, axis=0) if self.cfg.critic.actor_agg == "min" else jnp.mean(q, axis=0)
-        return jnp.mean(jnp.exp(log_alpha) * logp - q), logp
+        loss = jnp.mean(jnp.exp(log_alpha) * logp - q)
+        if self.cfg.bc_weight > 0:
+            loss = loss + self.cfg.bc_weight * self.demo_bc(actor_params, obs, base, mb["action"], mb["demo"])
+        return loss, logp
+
+    def demo_bc(self, actor_params: Any, obs: jax.Array, base: jax.Array, action: jax.Array,
+                demo: jax.Array) -> jax.Array:
+        """Mean over demo-side rows of |tanh(mean) - clip((action - base) / scale, -1, 1)|^2 (see
+        `AgentConfig.bc_weight`); 0 when the batch has no demo-side row."""
+        mean, _ = self.policy(actor_params, obs, base)
+        target = jnp.clip((action - base) / self.scale, -1.0, 1.0)
+        per_row = jnp.sum((jnp.tanh(mean) - target) ** 2, axis=-1)
+        return jnp.sum(demo * per_row) / jnp.maximum(jnp.sum(demo), 1.0)
 
     def _actor_step(self, state: TrainState, mb: Batch) -> tuple[TrainState, dict]:
         key, k_actor = split_key(state.key)
@@ -419,9 +432,10 @@ class ResidualAgent:
             raise UserError(f"batch lacks key(s) {missing}; a residual batch needs {list(keys)}")
         out = {k: self.as_obs(batch[k]) if k in ("obs", "next_obs") else np.asarray(batch[k], np.float32)
                for k in keys}
+        rows = out["action"].shape[0]
+        out["demo"] = np.asarray(batch.get("demo", np.zeros(rows)), np.float32)  # demo-side rows (for bc_weight)
         if not self.cfg.enabled:
             out["base_action"] = out["next_base_action"] = np.zeros_like(out["action"])
-        rows = out["action"].shape[0]
         if rows % self.cfg.utd:
             raise UserError(f"batch of {rows} rows does not split into utd={self.cfg.utd} minibatches; "
                             f"sample utd * batch_size rows")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from robot_rl.data import NStepSampler, ReplayCache
+from robot_rl.data.replay import GROUPS
 from robot_rl.errors import UserError
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.encoder import STATE
@@ -28,7 +29,8 @@ EpisodeCallback = Callable[[dict[str, np.ndarray], int], None]  # (steps of one 
 
 
 def agent_batch(batch: dict[str, np.ndarray], obs_key: str, image_keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """A sampler batch (store key names) as the agent's batch (`obs`, `next_obs`, base actions, n-step sums); with
+    """A sampler batch (store key names) as the agent's batch (`obs`, `next_obs`, base actions, n-step sums, `demo`:
+    the row is from the demo side); with
     `image_keys`, `obs` and `next_obs` are dicts of the flat vector ("state") and the images."""
     def observation(prefix: str):
         if not image_keys:
@@ -37,7 +39,7 @@ def agent_batch(batch: dict[str, np.ndarray], obs_key: str, image_keys: Sequence
 
     return {"obs": observation(""), "action": batch["action"], "reward": batch["reward"],
             "discount": batch["discount"], "next_obs": observation("next_"), "base_action": batch["base_action"],
-            "next_base_action": batch["next_base_action"]}
+            "next_base_action": batch["next_base_action"], "demo": batch["group"] == GROUPS.index("demo")}
 
 
 def replay_spec(obs_dim: int, action_dim: int, obs_key: str = "obs",

@@ -166,3 +166,30 @@ def test_critic_reads_the_residual_in_units_of_scale():
     assert q.shape == (cfg.critic.num_critics, 2) and np.all(np.isfinite(q)) and not np.allclose(q[:, 0], q[:, 1])
     with pytest.raises(UserError, match="critic_input"):
         tiny_recipe(critic_input="pixels")
+
+
+def test_demo_bc_pulls_the_residual_toward_the_demonstrated_correction():
+    """bc_weight: on demo-side rows the residual learns the correction the demonstrator made ((action - base) /
+    scale, clipped); rows from the policy's own steps add nothing to that term."""
+    cfg = tiny_recipe(bc_weight=10.0)
+    agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, cfg.utd * cfg.batch_size)
+    batch["action"] = np.clip(batch["base_action"] + 0.3 * cfg.scale, -1, 1).astype(np.float32)
+    batch["demo"] = np.ones(len(batch["action"]), bool)
+    batch["reward"], batch["discount"] = np.zeros_like(batch["reward"]), np.zeros_like(batch["discount"])  # flat Q
+    state = agent.init(0)
+    prepared = agent.prepare_batch(batch)
+    online = {**prepared, "demo": np.zeros_like(prepared["demo"])}
+    assert float(agent.demo_bc(state.actor, prepared["obs"], prepared["base_action"], prepared["action"],
+                               online["demo"])) == 0.0
+    before = float(agent.demo_bc(state.actor, prepared["obs"], prepared["base_action"], prepared["action"],
+                                 prepared["demo"]))
+    for _ in range(100):
+        state, _ = agent.update(state, batch)
+    after = float(agent.demo_bc(state.actor, prepared["obs"], prepared["base_action"], prepared["action"],
+                                prepared["demo"]))
+    assert after < 0.3 * before
+    inside = np.abs(batch["base_action"][:, 0]) < 1 - cfg.scale  # rows whose demo action was not clipped by the box
+    residual = agent.act(state, batch["obs"], batch["base_action"], deterministic=True)[inside]
+    assert np.median(residual) > 0.15 * cfg.scale

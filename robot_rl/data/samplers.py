@@ -75,7 +75,8 @@ class _Sampler:
         return self._index.counts[batch_size]
 
     def sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start slots and their group index for one batch."""
+        """Start slots and their group index for one batch, in random order: any slice of the batch (a learner
+        splits one draw into its UTD minibatches) mixes the groups in the configured shares, not one group each."""
         sets, counts = self.index_sets(), self.counts(batch_size)
         starts, groups = [], []
         for g, count in enumerate(counts):
@@ -84,7 +85,8 @@ class _Sampler:
                 groups.append(np.full(count, g, np.int8))
         if len(starts) == 1:
             return starts[0], groups[0]
-        return np.concatenate(starts), np.concatenate(groups)
+        order = self.rng.permutation(batch_size)
+        return np.concatenate(starts)[order], np.concatenate(groups)[order]
 
 
 class NStepSampler(_Sampler):

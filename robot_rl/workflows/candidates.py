@@ -57,7 +57,8 @@ def load_residual(path: str | Path) -> Residual:
     meta = sidecar.get("meta", {})
     if not {"agent", "obs_dim", "action_dim"} <= set(meta):
         raise UserError(f"{path} is not a residual learner checkpoint (its sidecar lacks agent, obs_dim, action_dim)")
-    agent = ResidualAgent(AgentConfig.from_dict(meta["agent"]), int(meta["obs_dim"]), int(meta["action_dim"]))
+    agent = ResidualAgent(AgentConfig.from_dict(meta["agent"]), int(meta["obs_dim"]), int(meta["action_dim"]),
+                          meta.get("image_shapes"))
     state, _ = load_checkpoint(path, agent.init(0))
     return Residual(agent, state, path)
 
@@ -156,6 +157,9 @@ def load_candidate(spec: str, seed: int = 0) -> Candidate:
                         "robot-rl train-base")
     policy = load_policy(base, seed=seed)
     residual = load_residual(residual_path) if residual_path is not None else None
+    if residual is not None and residual.agent.image_keys:
+        raise UserError(f"candidate {spec!r}: the residual reads camera(s) {list(residual.agent.image_keys)}; "
+                        "ranking and rollouts of candidates feed the state only, so rank residuals trained on state")
     if residual is not None:
         state_dim = int(np.prod(policy.spec.obs_shapes[policy.spec.obs_keys[0]]))
         if (residual.agent.obs_dim, residual.agent.action_dim) != (state_dim, policy.spec.action_dim):

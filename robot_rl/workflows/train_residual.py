@@ -77,13 +77,22 @@ def relabel_base_actions(episodes: Sequence[dict[str, np.ndarray]], base_path: s
     return out
 
 
-def load_demos(root: str | Path, task: str, base_path: str | Path | None,
-               n_action_steps: int | None = None) -> tuple[list[dict], list[str]]:
-    """Demo episodes of `task` as replay episodes (obs, action, base_action, reward, terminated, intervention)."""
+def load_demos(root: str | Path, task: str, base_path: str | Path | None, n_action_steps: int | None = None,
+               image_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[list[dict], list[str]]:
+    """Demo episodes of `task` as replay episodes (obs, action, base_action, reward, terminated, intervention, and
+    the camera images of `image_shapes` {"image_<camera>": (H, W, 3)} when the recipe reads cameras)."""
+    image_shapes = image_shapes or {}
     with EpisodeStore.open(root, mode="r") as store:
         key = f"obs/{OBS_KEY}"
         if key not in store.schema:
             raise UserError(f"demo store {root} has no {key!r}; the learner reads the state vector")
+        for image, shape in image_shapes.items():
+            found = store.schema.get(f"obs/{image}")
+            if found is None or tuple(found.shape) != tuple(shape):
+                have = "none" if found is None else f"{tuple(found.shape)}"
+                raise UserError(f"demo store {root} has obs/{image} of shape {have}, the learner reads {tuple(shape)}; "
+                                f"collect demos with cameras=[{image.removeprefix('image_')}] and image_size="
+                                f"{shape[0]}, or set image_size to match")
         tasks = {str(t) for t in store.meta["task"]} - {""}
         if tasks and task not in tasks:
             raise UserError(f"demo store {root} holds {', '.join(sorted(tasks))} episodes, not {task}; give demos of "
@@ -103,15 +112,20 @@ def load_demos(root: str | Path, task: str, base_path: str | Path | None,
             "obs": e[key].astype(np.float32), "action": e["action"].astype(np.float32),
             "base_action": e["base_action"].astype(np.float32) if base_path else np.zeros_like(e["action"]),
             "reward": e["reward"].astype(np.float32), "terminated": e["terminated"].astype(bool),
-            "intervention": e["intervention"].astype(bool) if "intervention" in e else np.zeros(length, bool)})
+            "intervention": e["intervention"].astype(bool) if "intervention" in e else np.zeros(length, bool),
+            **{image: e[f"obs/{image}"].astype(np.uint8) for image in image_shapes}})
     return replay_episodes, sources
 
 
 class RolloutWriter:
     """Every online episode into an episode store: what the robot did, the base's action and the residual's."""
 
-    def __init__(self, root: Path, obs_dim: int, action_dim: int, task: str, domain: str, policy_id: str):
-        schema = make_step_schema({OBS_KEY: ((obs_dim,), "float32")}, action_dim)
+    def __init__(self, root: Path, obs_dim: int, action_dim: int, task: str, domain: str, policy_id: str,
+                 image_shapes: dict[str, tuple[int, ...]] | None = None):
+        self.images = tuple(image_shapes or {})
+        obs_spec = {OBS_KEY: ((obs_dim,), "float32"),
+                    **{image: (tuple(shape), "uint8") for image, shape in (image_shapes or {}).items()}}
+        schema = make_step_schema(obs_spec, action_dim)
         self.store = EpisodeStore.create(root, schema)
         self.writer = self.store.writer()
         self.writer.__enter__()
@@ -127,7 +141,7 @@ class RolloutWriter:
                 "base_action": steps["base_action"][t], "residual_action": steps["residual_action"][t],
                 "human_action": np.full_like(steps["action"][t], np.nan), "intervention": False,
                 "reward": steps["reward"][t], "terminated": steps["terminated"][t], "truncated": steps["truncated"][t],
-                "timestamp": now})
+                "timestamp": now, **{f"obs/{image}": steps[image][t] for image in self.images}})
         self.writer.end_episode(success=bool(steps["terminated"][-1]), source="policy", **self.fields)
         self.episodes += 1
 
@@ -230,11 +244,13 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                    demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
                    gate: dict[str, Any] | None = None, base_n_action_steps: int | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   image_size: int = 84, progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
     episode store) and OUT/summary.json; returns the summary. `gate={"margin": m, "updates": n}` also runs the
-    deployment gate of the result against its base on the rollouts (summary["gate"])."""
+    deployment gate of the result against its base on the rollouts (summary["gate"]). A recipe that reads cameras
+    (`encoder.image_keys`, e.g. ["image_front"]) gets mirrors rendering them at `image_size` pixels, and demos and
+    rollouts carry them."""
     import sim
 
     if recipe.enabled and base is None:
@@ -245,8 +261,12 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     out.mkdir(parents=True, exist_ok=True)
     loop.obs_key = OBS_KEY
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
-    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
-    eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True) for name in eval_variants}
+    cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
+               "image_size": image_size} if recipe.encoder.image_keys else {}
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)
+    eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True, **cameras)
+                 for name in eval_variants}
+    image_shapes = {k: envs.single_observation_space[k].shape for k in recipe.encoder.image_keys}
     base_fn = load_base(base, task, num_envs, base_n_action_steps) if base is not None else None
     eval_base = load_base(base, task, eval_num_envs, base_n_action_steps) if base is not None else None
     obs_dim = envs.single_observation_space[OBS_KEY].shape[0]
@@ -257,13 +277,14 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         if rollouts:
             resumed = loop.resume and (out / "rollouts").exists()
             root = out / ("rollouts" if not resumed else f"rollouts_resumed_{int(time.time())}")
-            writer = RolloutWriter(root, obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}")
+            writer = RolloutWriter(root, obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}",
+                                   image_shapes)
             stack.callback(writer.close)
-        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim))
+        cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim, image_shapes=image_shapes))
         replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
         demo_rewards, demo_states = [], []
         if demos is not None:
-            episodes, sources = load_demos(demos, task, base, base_n_action_steps)
+            episodes, sources = load_demos(demos, task, base, base_n_action_steps, image_shapes)
             for episode, source in zip(episodes, sources):
                 replay.add_episode(episode, source)
                 demo_rewards.append(episode["reward"])
@@ -326,4 +347,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
                           gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None,
-                          base_n_action_steps=cfg.base_n_action_steps)
+                          base_n_action_steps=cfg.base_n_action_steps, image_size=int(cfg.image_size))

@@ -78,6 +78,8 @@ def test_mixing_by_group_and_interventions_on_the_demo_side():
     demo = (obs < 50) | ((obs >= 100) & (obs < 110))
     assert (batch["group"] == 0).sum() == 100 and (demo == (batch["group"] == 0)).all()
     assert ((obs >= 100) & (obs < 110)).any(), "intervened steps are sampled on the demo side"
+    for part in np.split(batch["group"], 4):  # the rows come shuffled: every UTD minibatch slice mixes the groups
+        assert 10 <= (part == 0).sum() <= 40
     only_online = NStepSampler(cache, n=1, fractions={"demo": 0.5, "online": 0.5}, seed=1)
     empty = ReplayCache(100, SPEC)
     empty.add_episode(episode([0] * 20, terminal=False), "policy")

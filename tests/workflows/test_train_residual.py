@@ -92,6 +92,34 @@ def test_bad_input_is_a_clear_error(reach, tmp_path):
         load_demos(demos, "PushCube", None)
 
 
+def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
+    """encoder.image_keys=[image_front]: the mirrors render the camera, demos must carry it at the same size, the
+    learner's encoder trains on it, and the rollout store records it."""
+    demos, base = reach
+    recipe = load_recipe("ours", warmup_steps=32, batch_size=16, critic_warmup_updates=2, **{
+        "actor.hidden_dim": 16, "critic.hidden_dim": 16, "critic.num_bins": 21, "encoder.image_keys": ["image_front"],
+        "encoder.channels": [8], "encoder.feature_dim": 8, "encoder.shift": 1})
+    loop = LoopConfig(total_steps=64, eval_episodes=2)
+    with pytest.raises(UserError, match="has obs/image_front of shape none, the learner reads"):
+        train_residual("Reach", base, recipe, loop, tmp_path / "a", demos=demos, num_envs=2, eval_num_envs=2,
+                       image_size=16, progress=False)
+    camera_demos = tmp_path / "camera_demos"
+    collect("Reach", camera_demos, episodes=2, seed=5, cameras=["front"], image_size=16, progress=False)
+    summary = train_residual("Reach", base, recipe, loop, tmp_path / "b", demos=camera_demos, num_envs=2,
+                             eval_num_envs=2, image_size=16, progress=False)
+    assert summary["env_steps"] == 64 and summary["demo_episodes"] == 2
+    with EpisodeStore.open(summary["rollouts"]) as store:
+        assert tuple(store.schema["obs/image_front"].shape) == (16, 16, 3)
+        if store.num_episodes:
+            assert store.episode(0)["obs/image_front"].max() > 0  # rendered, not blank
+    from robot_rl.workflows.candidates import load_candidate, load_residual
+
+    residual = load_residual(summary["checkpoint_dir"])
+    assert residual.agent.image_keys == ("image_front",)
+    with pytest.raises(UserError, match="reads camera"):  # ranking feeds candidates the state only
+        load_candidate(f"{base}+{summary['checkpoint_dir']}")
+
+
 def test_a_trained_base_checkpoint_runs_through_evaluate(reach, capsys):
     _, base = reach
     assert main(["evaluate", f"checkpoint={base}", "episodes=3", "progress=false"]) == 0

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
 from robot_rl.errors import UserError
+from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.loop import LoopConfig, evaluate, train
@@ -49,11 +50,14 @@ def _checked_policy(path: str, task: str, mtime_ns: int):
     return policy
 
 
-def load_base(path: str | Path, task: str, num_envs: int, n_action_steps: int | None = None):
+def load_base(path: str | Path | ExpertSpec, task: str, num_envs: int, n_action_steps: int | None = None):
     """The frozen base policy as a batched callable over `num_envs` envs, after checking it fits the task;
-    `n_action_steps` (default: the policy's) sets how many actions of each chunk run before the base replans."""
+    `n_action_steps` (default: the policy's) sets how many actions of each chunk run before the base replans. An
+    `ExpertSpec` gives the task's scripted expert (plus its bias) instead of a checkpoint."""
     from robot_rl.policies.batched import BatchedChunkPolicy
 
+    if isinstance(path, ExpertSpec):
+        return ExpertBase(task, num_envs, path.bias)
     if not Path(path).is_file():
         raise UserError(f"base checkpoint {str(path)!r} does not exist; train one with `robot-rl train-base` and give "
                         "base=PATH/policy.safetensors")
@@ -257,6 +261,9 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         raise UserError("a residual needs its base policy: give base=PATH/policy.safetensors "
                         "(or residual=scratch for SAC from scratch)")
     base = None if not recipe.enabled else base
+    if gate is not None and isinstance(base, ExpertSpec):
+        raise UserError("the deployment gate values candidates built on a base checkpoint; base=expert has none "
+                        "(set gate.enabled=false)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loop.obs_key = OBS_KEY
@@ -342,7 +349,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                       replay_capacity=int(cfg.replay_capacity), checkpoint_every=int(cfg.checkpoint_every),
                       resume=bool(cfg.resume))
     out = cfg.out or f"runs/train_residual/{task_cfg.name}_{recipe.name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    return train_residual(task=str(task_cfg.name), base=cfg.base, recipe=recipe, loop=loop, out=out,
+    base = ExpertSpec(tuple(float(b) for b in cfg.base_bias or ())) if cfg.base == EXPERT else cfg.base
+    return train_residual(task=str(task_cfg.name), base=base, recipe=recipe, loop=loop, out=out,
                           demos=cfg.demos, num_envs=int(cfg.num_envs), variant=str(cfg.variant),
                           eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),

@@ -92,6 +92,31 @@ def test_bad_input_is_a_clear_error(reach, tmp_path):
         load_demos(demos, "PushCube", None)
 
 
+def test_base_expert_with_a_bias_is_a_controlled_base(tmp_path, capsys):
+    """base=expert base_bias=[...]: the scripted expert off by a constant bias drives the run (no checkpoint); a bias
+    of the wrong length, or the gate (which needs a checkpoint), is a one-line error."""
+    import sim
+    from robot_rl.policies.expert_base import ExpertBase
+
+    action_dim = sim.make_env("Reach").robot.action_dim
+    bias = [0.5] + [0.0] * (action_dim - 1)
+    args = ["train-residual", "task=Reach", "base=expert", f"base_bias=[{','.join(map(str, bias))}]", "steps=128",
+            "num_envs=2", "eval.every=0", "eval.episodes=4", "eval.num_envs=2", "progress=false",
+            "rollouts=false", *SMALL]
+    assert main([*args, f"out={tmp_path / 'run'}"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["base"].startswith("expert+bias[0.5") and summary["env_steps"] == 128
+    envs = sim.make_vec_env("Reach", 2, same_step_reset=True)
+    from robot_rl.rl.loop import evaluate
+
+    biased = evaluate(envs, 4, ExpertBase("Reach", 2, bias), obs_key="state")["success"]
+    assert summary["base_success"] == biased < evaluate(envs, 4, ExpertBase("Reach", 2), obs_key="state")["success"]
+    assert main([*args, "base_bias=[0.1]", f"out={tmp_path / 'bad'}"]) == 2
+    assert "base_bias has 1 values" in capsys.readouterr().err
+    assert main([*args, "gate.enabled=true", f"out={tmp_path / 'gate'}"]) == 2
+    assert "base=expert has none" in capsys.readouterr().err
+
+
 def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
     """encoder.image_keys=[image_front]: the mirrors render the camera, demos must carry it at the same size, the
     learner's encoder trains on it, and the rollout store records it."""

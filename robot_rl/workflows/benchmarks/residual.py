@@ -15,7 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from robot_rl.errors import UserError
 from robot_rl.policies import PolicyConfig, TrainConfig
+from robot_rl.policies.expert_base import EXPERT, ExpertSpec
 from robot_rl.rl.config import load_recipe
 from robot_rl.rl.loop import LoopConfig
 from robot_rl.workflows.collect import collect
@@ -40,17 +42,24 @@ def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> t
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    base_cfg = OmegaConf.to_container(cfg.base, resolve=True)
-    checkpoint, demos, base_success = cached_base(str(cfg.task), base_cfg, cfg.cache_dir)
     recipe = load_recipe(str(cfg.recipe), **dict(cfg.overrides or {}))
+    if cfg.base_kind == EXPERT:  # the controlled base: the scripted expert off by a constant bias, no demos
+        checkpoint, demos, base_success = ExpertSpec(tuple(float(b) for b in cfg.base_bias)), None, None
+    elif cfg.base_kind == "diffusion":
+        base_cfg = OmegaConf.to_container(cfg.base, resolve=True)
+        checkpoint, demos, base_success = cached_base(str(cfg.task), base_cfg, cfg.cache_dir)
+    else:
+        raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (a trained imperfect base) or expert")
     loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
                       eval_episodes=int(cfg.eval.episodes), checkpoint_every=0)
-    out = cfg.out or f"runs/bench_residual/{cfg.task}_{recipe.name}"
+    kind = "" if cfg.base_kind == "diffusion" else f"_{cfg.base_kind}"
+    out = cfg.out or f"runs/bench_residual/{cfg.task}_{recipe.name}{kind}"
     summary = train_residual(str(cfg.task), checkpoint if recipe.enabled else None, recipe, loop, out,
                              demos=demos if recipe.demo_fraction > 0 else None, num_envs=int(cfg.num_envs),
                              eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                              base_n_action_steps=cfg.base_n_action_steps)
-    return {"recipe": recipe.name, "task": str(cfg.task), "base_success": base_success,
+    base_success = summary["base_success"] if base_success is None else base_success
+    return {"recipe": recipe.name, "task": str(cfg.task), "base": str(checkpoint), "base_success": base_success,
             "final_success": summary["final_success"], "env_steps": summary["env_steps"],
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
             "curve": summary["curve"], "out": summary["out"]}

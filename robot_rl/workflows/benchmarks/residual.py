@@ -59,7 +59,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                              eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                              base_n_action_steps=cfg.base_n_action_steps)
     base_success = summary["base_success"] if base_success is None else base_success
-    return {"recipe": recipe.name, "task": str(cfg.task), "base": str(checkpoint), "base_success": base_success,
+    return {"recipe": recipe.name, "task": str(cfg.task), "base": str(checkpoint) if recipe.enabled else None,
+            "base_success": base_success,
             "final_success": summary["final_success"], "env_steps": summary["env_steps"],
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
             "curve": summary["curve"], "out": summary["out"]}

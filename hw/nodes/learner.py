@@ -213,7 +213,7 @@ class LiveGate:
         self.policy = load_policy(base, seed=seed)
         self.gate = DeploymentGate(margin)
         self.updates, self.obs_key, self.seed = updates, obs_key, seed
-        self.deployed = None  # (agent, actor params) of the last accepted candidate
+        self.deployed = None  # (agent, train state) of the last accepted candidate
 
     def decide(self, cache: ReplayCache, agent: ResidualAgent, state):
         from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig

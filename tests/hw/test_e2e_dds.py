@@ -106,7 +106,7 @@ def run(tmp_path_factory):
         spec("sim_mirror", wait_subscribers=4, seed=7),
         spec("actor", expert_fail_prob=1.0),  # a base that always aims at a wrong goal: the teleop must correct it
         # takeovers of 40 steps (2 s): long enough to kill the teleop inside one on a loaded machine
-        spec("teleop", drift_threshold=0.08, drift_patience=2, takeover_steps=40),
+        teleop_spec := spec("teleop", drift_threshold=0.08, drift_patience=2, takeover_steps=40),
         spec("recorder", store=str(tmp / "store")),
         spec("learner", store=str(tmp / "store"), weights_dir=str(tmp / "weights"), overrides=TINY_OVERRIDES,
              min_steps=60, publish_every=5, checkpoint_every=0, sync_every_s=0.5),
@@ -157,10 +157,21 @@ def run(tmp_path_factory):
         procs["recorder"].wait()
         # 6. the teleop's device unplugged mid-takeover: the teleop process dies while intervening
         # the /teleop/intervention topic, not the once-a-second status: kill while a takeover is surely running
-        obs.wait(lambda: takeover_began_within(obs.intervention, obs.now(), 0.5), 60, "a takeover")
-        procs["teleop"].kill()
-        procs["teleop"].wait()
-        obs.wait(lambda: obs.get("safety", "reason") == "teleop_lost", 10, "the safety latch")
+        latched = lambda: obs.get("safety", "reason") == "teleop_lost"  # noqa: E731
+        for _ in range(3):
+            obs.wait(lambda: takeover_began_within(obs.intervention, obs.now(), 0.5), 90, "a takeover")
+            killed_at = obs.now()
+            procs["teleop"].kill()
+            procs["teleop"].wait()
+            obs.bus.spin(until=latched, timeout=3.0)
+            if latched():
+                break
+            # the one fair miss: the episode ended inside the 0.2 s before the latch (a `start` event ends every
+            # takeover, by design); then plug a new teleop in and unplug it in a later takeover
+            assert any(e and e.get("event") == "start" and t > killed_at - 1.0 for t, e in obs.events), \
+                f"no latch and no episode start after the teleop died; statuses: {json.dumps(obs.status)[:1500]}"
+            procs["teleop"] = start_graph([teleop_spec], domain, loopback=True, log_dir=tmp / "logs")["teleop"]
+        obs.wait(latched, 10, "the safety latch")
         marks["latched_at"] = obs.now()
         obs.spin(1.5)
         marks["start_sent_at"] = obs.now()

@@ -157,7 +157,9 @@ def run(tmp_path_factory):
         procs["recorder"].wait()
         # 6. the teleop's device unplugged mid-takeover: the teleop process dies while intervening
         # the /teleop/intervention topic, not the once-a-second status: kill while a takeover is surely running
-        latched = lambda: obs.get("safety", "reason") == "teleop_lost"  # noqa: E731
+        def latched() -> bool:
+            return obs.get("safety", "reason") == "teleop_lost"
+
         for _ in range(3):
             obs.wait(lambda: takeover_began_within(obs.intervention, obs.now(), 0.5), 90, "a takeover")
             killed_at = obs.now()

@@ -9,7 +9,8 @@ For every complete observation (joint states, task state and the policy's camera
 
 and publishes `target` on `/robot_rl/policy_command` (the safety node decides what reaches the robot) and a
 `hw.policy_info.PolicyInfo` on `/robot_rl/policy_info`. The base policy is a checkpoint (`robot_rl.policies`) or,
-in simulation without one, the mirror's scripted expert wrapped as a one-step chunk policy.
+in simulation without one, the mirror's scripted expert wrapped as a one-step chunk policy. A checkpoint's chunks
+are inferred in a child process by default (`inference: process`), so the control step never waits on the GIL.
 
 Residual weights announced on `/robot_rl/weights` are verified and compiled on a background thread
 (`hw.weights.WeightsLoader`: sha256 against the announcement and the sidecar, network shape, the optional `gate`)
@@ -19,7 +20,6 @@ An episode `start` event resets the scheduler (history and chunks of the new epi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter, deque
@@ -57,13 +57,16 @@ class ActorParams:
     stochastic: bool = False  # sample the residual (exploration while a learner trains on the robot's data)
     gate: str = ""  # "module:function(announcement, weights) -> bool", asked before every swap
     seed: int = 0
-    gil_switch_interval_s: float = 0.0005  # async inference shares the GIL: bound how long a tick can wait for it
-    # Niceness of the async inference thread above the control thread's (Linux threads have their own). 0 by default:
-    # on an overloaded CPU a descheduled low-priority thread holding the GIL delays the control thread (measured).
-    inference_nice: int = 0
+    # A checkpoint's async inference runs in a child process ("process": the control step never waits for the GIL
+    # held by a denoising loop) or on a thread of this process ("thread"); the scripted expert always runs inline.
+    inference: str = "process"
+    inference_nice: int = 5  # niceness of the inference process above the actor's: the control step gets the core
+    gil_switch_interval_s: float = 0.0005  # thread inference shares the GIL: bound how long a tick can wait for it
     status_period_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.inference not in ("process", "thread"):
+            raise UserError(f"actor: inference {self.inference!r} is unknown; choose process or thread")
         JointLimits.of(self.joint_names, self.position_lower, self.position_upper)  # raises on inconsistent limits
 
 
@@ -117,10 +120,12 @@ class ActorNode(Node):
             raise UserError(f"node {self.name!r}: the policy reads {list(spec.obs_keys)}; the actor needs 'state'")
         self.state_dim = spec.obs_shapes["state"][0]
         cameras = [key.removeprefix("image_") for key in spec.image_keys()]
+        inference = self.p.inference if getattr(self.policy, "checkpoint", None) else "thread"
         self.scheduler = ChunkScheduler(self.policy, mode=self.p.scheduler,
-                                        n_action_steps=self.p.n_action_steps or None)
-        if self.p.scheduler == "async":
-            self._deprioritize_inference()
+                                        n_action_steps=self.p.n_action_steps or None, inference=inference,
+                                        inference_nice=self.p.inference_nice)
+        if self.p.scheduler == "async" and inference == "thread":
+            sys.setswitchinterval(self.p.gil_switch_interval_s)
         self.counts: Counter[str] = Counter()
         gate = resolve_entry(self.p.gate) if self.p.gate else None
         self.loader = WeightsLoader(self.state_dim, self.limits.n, self.p.stochastic, self.p.seed, gate)
@@ -141,20 +146,6 @@ class ActorNode(Node):
             self.subscribe(TASK_STATE, JointState, lambda m: self._act(self.assembler.on_task_state(m)), SENSOR_DATA)
         self.subscribe(JOINT_STATES, JointState, lambda m: self._act(self.assembler.on_joint_state(m)), SENSOR_DATA)
 
-    def _deprioritize_inference(self) -> None:
-        """The async chunk inference runs on a thread of this process: when it and a control step both want the GIL,
-        the control step must not wait a whole default switch interval (5 ms) while a chunk is computed ahead of
-        time; a shorter interval bounds that wait. `inference_nice` can also give the control thread the core."""
-        sys.setswitchinterval(self.p.gil_switch_interval_s)
-        thread = getattr(getattr(self.scheduler, "worker", None), "thread", None)
-        if self.p.inference_nice and thread is not None and thread.native_id is not None and \
-                hasattr(os, "setpriority"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, thread.native_id,
-                               os.getpriority(os.PRIO_PROCESS, 0) + self.p.inference_nice)
-            except OSError as exc:
-                self.log.warning("cannot lower the inference thread's priority: %s", exc)
-
     def _base_policy(self):
         if self.p.policy == "expert":
             if not self.p.task:
@@ -164,6 +155,8 @@ class ActorNode(Node):
 
         policy = load_policy(self.p.policy, task=self.p.task or None, action_dim=len(self.p.joint_names),
                              seed=self.p.seed, ddim_steps=self.p.ddim_steps or None)
+        if self.p.scheduler == "async" and self.p.inference == "process":
+            return policy  # the inference process warms itself up
         dummy = {k: np.zeros(shape, np.uint8 if len(shape) == 3 else np.float32)
                  for k, shape in policy.spec.obs_shapes.items()}
         policy.observe(dummy)

@@ -138,6 +138,7 @@ def load_policy(path: str | Path, task: str | None = None, action_dim: int | Non
     model = load_model(path)
     model.spec.check_matches(task=task, action_dim=action_dim, obs_shapes=obs_shapes, source=f"checkpoint {path}")
     policy = ChunkPolicy(model, seed=seed)
+    policy.checkpoint = str(path)
     if ddim_steps is not None:
         policy.ddim_steps = ddim_steps
     return policy

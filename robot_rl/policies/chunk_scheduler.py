@@ -5,12 +5,15 @@ Three modes:
   inside the step that needs it: simple, but that step takes as long as one inference).
 - `ensemble`: infer a chunk every step and average every chunk's prediction for the current step, weighted
   `exp(-decay * k)` with k = 0 for the oldest (ACT's temporal ensembling): smooth, one inference per step.
-- `async`: a worker thread infers the next chunk while the current one executes. A chunk is aligned by step count:
+- `async`: a worker infers the next chunk while the current one executes. A chunk is aligned by step count:
   its index 0 is the step whose observation it was conditioned on, so when it arrives d steps later the scheduler
   continues at index d. The request is sent `latency` steps before the current chunk's `n_action_steps` run out
   (latency measured from the previous inferences); if a chunk is late, the current one keeps running past
   `n_action_steps`, and past its end the last action is held (`info["held"]`). Only the first step of an episode
   waits for an inference: there is nothing to execute before the first chunk.
+  The worker is a thread (`inference="thread"`), or a child process serving the same checkpoint
+  (`inference="process"`, `robot_rl.policies.inference_process`) so the inference never competes with the control
+  step for this interpreter's GIL: what a live control loop uses.
 
 Every step returns `(action, info)`; `info["chunk_id"]` (counting from 0 per episode) and `info["chunk_index"]` say
 which chunk and which of its actions was executed: the residual learner and the recorder need both.
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.errors import UserError
+from robot_rl.policies.inference_process import ChunkResult, InferenceProcess
 from robot_rl.policies.policy import ChunkPolicy
 
 MODES = ("open_loop", "ensemble", "async")
@@ -42,12 +46,7 @@ class _Chunk:
     chunk_id: int
 
 
-@dataclass
-class _Result:
-    start: int
-    actions: np.ndarray | None
-    error: BaseException | None
-    seconds: float
+INFERENCE = ("thread", "process")
 
 
 class _InferenceWorker:
@@ -71,10 +70,13 @@ class _InferenceWorker:
                 actions, error = self.policy.predict(history), None
             except BaseException as exc:  # handed to the control thread, which re-raises it
                 actions, error = None, exc
-            self.results.put(_Result(start, actions, error, time.perf_counter() - began))
+            self.results.put(ChunkResult(start, actions, error, time.perf_counter() - began))
 
     def submit(self, start: int, history: dict[str, np.ndarray]) -> None:
         self.requests.put((start, history))
+
+    def reset(self, seed: int | None) -> None:
+        """Nothing to do: the thread shares the policy, whose `reset(seed)` already restarted the noise."""
 
     def close(self) -> None:
         self.requests.put(None)
@@ -85,9 +87,11 @@ class ChunkScheduler:
     """Executes a chunked policy one control step at a time: `reset()`, then `step(obs) -> (action, info)`."""
 
     def __init__(self, policy: ChunkPolicy, mode: str = "open_loop", n_action_steps: int | None = None,
-                 ensemble_decay: float = 0.01) -> None:
+                 ensemble_decay: float = 0.01, inference: str = "thread", inference_nice: int = 0) -> None:
         if mode not in MODES:
             raise UserError(f"scheduler mode {mode!r} is unknown; choose one of: {', '.join(MODES)}")
+        if inference not in INFERENCE:
+            raise UserError(f"inference {inference!r} is unknown; choose one of: {', '.join(INFERENCE)}")
         self.policy = policy
         self.mode = mode
         self.horizon = policy.spec.horizon
@@ -95,9 +99,19 @@ class ChunkScheduler:
         if not 1 <= self.n_action_steps <= self.horizon:
             raise UserError(f"n_action_steps={self.n_action_steps} must be in [1, horizon={self.horizon}]")
         self.ensemble_decay = ensemble_decay
-        self.worker = _InferenceWorker(policy) if mode == "async" else None
+        self.worker = self._worker(inference, inference_nice) if mode == "async" else None
         self.latency_steps = 1
         self.reset()
+
+    def _worker(self, inference: str, nice: int) -> _InferenceWorker | InferenceProcess:
+        if inference == "thread":
+            return _InferenceWorker(self.policy)
+        checkpoint = getattr(self.policy, "checkpoint", None)
+        if checkpoint is None:
+            raise UserError("inference=process serves a policy loaded from a checkpoint (load_policy); this one "
+                            "has none: use inference=thread")
+        return InferenceProcess(checkpoint, seed=self.policy.seed, ddim_steps=self.policy.ddim_steps or None,
+                                threads=self.policy.threads, nice=nice)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self, seed: int | None = None) -> None:
@@ -106,6 +120,8 @@ class ChunkScheduler:
         if self.worker is not None and getattr(self, "pending", None) is not None:
             self._wait_result()
         self.policy.reset(seed)
+        if self.worker is not None:
+            self.worker.reset(seed)
         self.t = 0
         self.chunk: _Chunk | None = None
         self.next_id = 0
@@ -113,7 +129,7 @@ class ChunkScheduler:
         self.recent: list[_Chunk] = []  # ensemble: chunks that still cover the current step
 
     def close(self) -> None:
-        """Stop the worker thread (async mode)."""
+        """Stop the worker (async mode)."""
         if self.worker is not None:
             self.worker.close()
             self.worker = None
@@ -189,10 +205,10 @@ class ChunkScheduler:
                 return
             self._adopt(result)
 
-    def _wait_result(self) -> _Result:
+    def _wait_result(self) -> ChunkResult:
         return self.worker.results.get()
 
-    def _adopt(self, result: _Result) -> None:
+    def _adopt(self, result: ChunkResult) -> None:
         self.pending = None
         if result.error is not None:
             raise result.error

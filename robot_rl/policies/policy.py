@@ -87,6 +87,7 @@ class ChunkPolicy:
         self.config: PolicyConfig = model.config
         self.seed = seed
         self.threads = threads
+        self.checkpoint: str | None = None  # the file it was loaded from (`load_policy`): a child process reloads it
         self.generator = torch.Generator()
         self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.spec.n_obs_steps)
         self.reset()

@@ -100,7 +100,8 @@ def test_weights_files_are_verified_before_use(tmp_path):
     assert wrong.value.reason == "network"
 
 
-def test_actor_runs_a_diffusion_base_through_the_async_scheduler(tmp_path):
+@pytest.mark.parametrize("inference", ["process", "thread"])
+def test_actor_runs_a_diffusion_base_through_the_async_scheduler(tmp_path, inference: str):
     from robot_rl.policies import PolicyConfig, PolicyModel, PolicySpec, save_policy
 
     config = PolicyConfig(kind="diffusion", horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32),
@@ -110,7 +111,7 @@ def test_actor_runs_a_diffusion_base_through_the_async_scheduler(tmp_path):
     torch.manual_seed(0)
     path = save_policy(tmp_path / "policy.safetensors", PolicyModel(pspec, config))
     rig = Rig()
-    actor = rig.add(spec("actor", policy=str(path), scheduler="async", task="PushCube"))
+    actor = rig.add(spec("actor", policy=str(path), scheduler="async", task="PushCube", inference=inference))
     feed = Feeder(rig)
     for _ in range(24):
         feed.tick()

@@ -1,8 +1,9 @@
 """`robot-rl bench control-loop`: observation-to-command latency of the real node graph, each node its own process.
 
-The sim mirror (at `rate_hz`), the actor (a diffusion base policy through the async chunk scheduler, plus a residual
-loaded from a verified weights file, sampled as while learning), the safety node and the recorder (writing every
-step to an episode store) run over Cyclone DDS on loopback. The mirror measures, per control step, the time from
+The sim mirror (at `rate_hz`), the actor (a diffusion base policy through the async chunk scheduler, its chunks
+inferred in a child process unless `inference=thread`, plus a residual loaded from a verified weights file, sampled
+as while learning), the safety node and the recorder (writing every step to an episode store) run over Cyclone
+DDS on loopback. The mirror measures, per control step, the time from
 publishing `/joint_states` to receiving the `/robot_command` it caused (through actor and safety), and counts the
 steps whose command did not arrive within the period (`hw.latency`). One episode spans the run, so the only
 blocking inference (the first step of an episode) falls in the warm-up. Without `policy`, the base is a diffusion
@@ -50,7 +51,7 @@ def _initial_residual(directory: Path, recipe: str, state_dim: int, action_dim: 
 def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str = "PushCube",
                            policy: str | None = None, ddim_steps: int = 0, scheduler: str = "async",
                            recipe: str = "ours", warmup: int = 50, domain_id: int | None = None,
-                           directory: str | None = None) -> dict:
+                           directory: str | None = None, inference: str = "process") -> dict:
     import sim
     from hw.graph import NodeSpec
     from hw.launcher import start_graph, stop
@@ -78,7 +79,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                 "latency_ticks": steps}),
             NodeSpec("actor", "hw.nodes.actor:ActorNode", {
                 **limits, "task": task, "policy": policy_path, "scheduler": scheduler, "residual": residual,
-                "stochastic": True, "ddim_steps": ddim_steps}),
+                "stochastic": True, "ddim_steps": ddim_steps, "inference": inference}),
             NodeSpec("recorder", "hw.nodes.recorder:RecorderNode", {
                 **limits, "task": task, "store": str(work / "store")}),
         ]
@@ -104,7 +105,8 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
             codes = stop(processes, grace_s=15.0)
         return {**result, "recorded_steps": recorded, "target_rate_hz": rate_hz,
                 "base": policy or "diffusion, default architecture, untrained", "scheduler": scheduler,
-                "residual_recipe": recipe, "exit_codes": codes, "load_avg_1min": round(os.getloadavg()[0], 2)}
+                "inference": inference, "residual_recipe": recipe, "exit_codes": codes,
+                "load_avg_1min": round(os.getloadavg()[0], 2)}
     finally:
         if not directory:
             shutil.rmtree(work, ignore_errors=True)
@@ -112,4 +114,5 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
 
 def run(cfg: DictConfig) -> dict:
     return benchmark_control_loop(int(cfg.steps), float(cfg.rate_hz), str(cfg.task), cfg.policy, int(cfg.ddim_steps),
-                                  str(cfg.scheduler), str(cfg.recipe), int(cfg.warmup), cfg.domain_id, cfg.dir)
+                                  str(cfg.scheduler), str(cfg.recipe), int(cfg.warmup), cfg.domain_id, cfg.dir,
+                                  str(cfg.inference))

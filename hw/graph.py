@@ -28,15 +28,22 @@ class NodeSpec:
     entry: str  # "package.module:Class", a subclass of hw.node.Node
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: dict[str, str] = field(default_factory=dict)
+    # Process scheduling, applied by `hw.run` before the node starts (robot_rl.scheduling): `nice` is added to the
+    # niceness (positive for nodes off the control path: recorder, learner); `realtime` 1..99 runs the node SCHED_FIFO
+    # at that priority (the control path: driver, actor, safety). Raising priority needs root or CAP_SYS_NICE.
+    nice: int = 0
+    realtime: int = 0
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "entry": self.entry, "parameters": self.parameters,
-                           "remappings": self.remappings}, sort_keys=True)
+                           "remappings": self.remappings, "nice": self.nice, "realtime": self.realtime},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> NodeSpec:
         data = json.loads(text)
-        return cls(data["name"], data["entry"], dict(data.get("parameters", {})), dict(data.get("remappings", {})))
+        return cls(data["name"], data["entry"], dict(data.get("parameters", {})), dict(data.get("remappings", {})),
+                   int(data.get("nice", 0)), int(data.get("realtime", 0)))
 
 
 def ros_parameter(what: str, value: Any) -> Any:
@@ -59,7 +66,7 @@ def ros_parameter(what: str, value: Any) -> Any:
 
 
 def graph_specs(graph: Mapping[str, Any]) -> list[NodeSpec]:
-    """Node specs of a graph config (a mapping with `nodes: {name: {entry, parameters, remappings}}`)."""
+    """Node specs of a graph config (`nodes: {name: {entry, parameters, remappings, nice, realtime}}`)."""
     nodes = graph.get("nodes")
     if not isinstance(nodes, Mapping) or not nodes:
         raise UserError("graph config has no `nodes:` mapping; see configs/hw/sim_pushcube.yaml")
@@ -75,7 +82,11 @@ def graph_specs(graph: Mapping[str, Any]) -> list[NodeSpec]:
         for topic in (*remappings, *remappings.values()):
             if not topic.startswith("/"):
                 raise UserError(f"graph node {name!r}: remapped topic {topic!r} must start with '/'")
-        specs.append(NodeSpec(str(name), str(node["entry"]), parameters, remappings))
+        nice, realtime = node.get("nice", 0), node.get("realtime", 0)
+        for key, value, low, high in (("nice", nice, -20, 19), ("realtime", realtime, 0, 99)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise UserError(f"graph node {name!r}: {key} must be an integer in [{low}, {high}], got {value!r}")
+        specs.append(NodeSpec(str(name), str(node["entry"]), parameters, remappings, nice, realtime))
     return specs
 
 

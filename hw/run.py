@@ -17,6 +17,7 @@ from hw.graph import NodeSpec, resolve_entry
 from hw.node import Node
 from hw.transport import TRANSPORTS, Transport, make_transport
 from robot_rl.errors import UserError
+from robot_rl.scheduling import set_process_scheduling
 
 
 def build_node(spec: NodeSpec, transport: Transport) -> Node:
@@ -45,6 +46,19 @@ def run_node(spec: NodeSpec, transport: Transport, until: Callable[[], bool] | N
         transport.close()
 
 
+def set_scheduling(spec: NodeSpec) -> None:
+    """Apply the spec's `nice` and `realtime` to the whole node process before its transport starts. Without the
+    privilege to raise priority the node runs at its default scheduling, and says so."""
+    if spec.nice == 0 and spec.realtime == 0:
+        return
+    try:
+        set_process_scheduling(spec.nice, spec.realtime or None)
+    except PermissionError:
+        logging.getLogger("hw.run").warning(
+            "node %r: no permission for nice %d / realtime %d (raising priority needs root or CAP_SYS_NICE); "
+            "running at the default scheduling", spec.name, spec.nice, spec.realtime)
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Our options, and the full argv for rclpy (it picks out `--ros-args ... [--]` itself)."""
     ours = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
@@ -62,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         spec = NodeSpec.from_json(args.spec)
+        set_scheduling(spec)
         transport = make_transport(args.transport, domain_id=args.domain_id, loopback=args.loopback,
                                    ros_args=[sys.argv[0], *ros_argv])
         run_node(spec, transport)

@@ -31,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from robot_rl.errors import UserError
+from robot_rl.scheduling import set_process_scheduling
 
 _LENGTH = struct.Struct("<I")
 
@@ -209,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--replies", type=int, required=True)
     args = parser.parse_args(argv)
-    if args.nice:
-        os.nice(args.nice)
+    with contextlib.suppress(PermissionError):  # a real-time actor's priority is not for a 30 ms inference
+        set_process_scheduling(args.nice, realtime=0)
     requests, replies = os.fdopen(args.requests, "rb"), os.fdopen(args.replies, "wb")
     try:
         serve(args.checkpoint, args.seed, args.ddim_steps, args.threads, requests, replies)

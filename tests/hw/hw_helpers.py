@@ -31,7 +31,7 @@ def spec(name: str, **params) -> NodeSpec:
     """The shipped graph's node `name` with parameters overridden (None removes one)."""
     base = GRAPH[name]
     merged = {k: v for k, v in {**base.parameters, **params}.items() if v is not None}
-    return NodeSpec(name, base.entry, merged, dict(base.remappings))
+    return NodeSpec(name, base.entry, merged, dict(base.remappings), base.nice, base.realtime)
 
 
 class Rig:

@@ -4,7 +4,9 @@ Assertions are on what arrives and in which order, never on latency: the machine
 """
 
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,12 +63,18 @@ def test_dds_transport_pub_sub_timers_and_qos(domain_id):
         transport.close()
 
 
+def thread_niceness(pid: int) -> set[int]:
+    """The niceness of each thread of a process (field 19 of /proc/PID/task/TID/stat)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {int((tasks / tid / "stat").read_text().rsplit(")", 1)[1].split()[16]) for tid in os.listdir(tasks)}
+
+
 def test_safety_node_process_over_dds(domain_id, tmp_path):
     """Two processes: this one plays driver + actor; the safety node runs as `python -m hw.run` over loopback."""
     params = {"joint_names": NAMES, "position_lower": [-1.0] * 3, "position_upper": [1.0] * 3,
               "max_delta": [0.05] * 3, "rate_hz": 1 / PERIOD, "stale_periods": STALE_PERIODS,
               "status_period_s": 0.1}
-    proc = start_node(NodeSpec("safety", "hw.nodes.safety:SafetyNode", params), domain_id, loopback=True,
+    proc = start_node(NodeSpec("safety", "hw.nodes.safety:SafetyNode", params, nice=2), domain_id, loopback=True,
                       log_dir=tmp_path)
     transport = DdsTransport(domain_id, loopback=True)
     try:
@@ -82,6 +90,8 @@ def test_safety_node_process_over_dds(domain_id, tmp_path):
                              and cmd_sub.publisher_count())
         assert spin_until(transport, connected, 60.0), (tmp_path / "safety.log").read_text()
         transport.spin(timeout=0.3)  # let both sides finish matching every endpoint
+        # the spec's nice applies to every thread of the node process (DDS receive threads included)
+        assert thread_niceness(proc.pid) == {os.getpriority(os.PRIO_PROCESS, 0) + 2}
 
         # Phase 1: the robot follows the commands; every 4th is out of limits, every 4th NaN.
         q, sent_nan, sent_far = np.zeros(3), 0, 0

@@ -70,8 +70,10 @@ def launched_specs(monkeypatch, config: str) -> list[NodeSpec]:
         assert args.transport == "rclpy"
         from_command = NodeSpec.from_json(args.spec)
         (parameters,) = kw["parameters"]
-        from_ros = NodeSpec(kw["name"], from_command.entry, parameters, dict(kw["remappings"]))
-        assert from_ros == from_command  # what ROS is handed == what the node process loads
+        # what ROS is handed == what the node process loads (scheduling is the process's: hw.run applies it)
+        from_ros = NodeSpec(kw["name"], from_command.entry, parameters, dict(kw["remappings"]),
+                            from_command.nice, from_command.realtime)
+        assert from_ros == from_command
         specs.append(from_ros)
     return specs
 
@@ -108,7 +110,7 @@ nodes:
 
 
 def test_node_command_round_trips_through_hw_run():
-    spec = NodeSpec("n", "hw.nodes.safety:SafetyNode", {"a": [1.0, 2.0], "b": "x"}, {"/x": "/y"})
+    spec = NodeSpec("n", "hw.nodes.safety:SafetyNode", {"a": [1.0, 2.0], "b": "x"}, {"/x": "/y"}, nice=3, realtime=20)
     cmd = node_command(spec, "dds")
     assert cmd[:3] == [sys.executable, "-m", "hw.run"]
     args, _ = parse_args(cmd[3:] + ["--domain-id", "7", "--ros-args", "-r", "__node:=n"])
@@ -125,6 +127,9 @@ def test_graph_configs_reject_what_ros_cannot_hold():
         graph_specs({"nodes": {"a": {"parameters": {}}}})
     with pytest.raises(UserError, match="must start with '/'"):
         graph_specs({"nodes": {"a": {"entry": "m:C", "remappings": {"joint_states": "/x"}}}})
+    for key, value in (("nice", 25), ("realtime", 100), ("realtime", True)):
+        with pytest.raises(UserError, match=f"{key} must be an integer"):
+            graph_specs({"nodes": {"a": {"entry": "m:C", key: value}}})
     with pytest.raises(UserError, match="no graph config"):
         load_graph("no_such_graph")
     with pytest.raises(UserError, match="cannot load"):

@@ -3,11 +3,12 @@
 The sim mirror (at `rate_hz`), the actor (a diffusion base policy through the async chunk scheduler, its chunks
 inferred in a child process unless `inference=thread`, plus a residual loaded from a verified weights file, sampled
 as while learning), the safety node and the recorder (writing every step to an episode store) run over Cyclone
-DDS on loopback. The mirror measures, per control step, the time from
-publishing `/joint_states` to receiving the `/robot_command` it caused (through actor and safety), and counts the
-steps whose command did not arrive within the period (`hw.latency`). One episode spans the run, so the only
-blocking inference (the first step of an episode) falls in the warm-up. Without `policy`, the base is a diffusion
-policy of the default architecture with untrained weights: inference costs the same trained or not.
+DDS on loopback, with the shipped graph's process scheduling (`realtime`, `nice` in configs/hw/sim_pushcube.yaml).
+The mirror measures, per control step, the time from publishing `/joint_states` to receiving the `/robot_command`
+it caused (through actor and safety), and counts the steps whose command did not arrive within the period.
+One episode spans the run, so the only blocking inference (the first step of an episode) falls in the warm-up.
+Without `policy`, the base is a diffusion policy of the default architecture with untrained weights: inference
+costs the same trained or not.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                            recipe: str = "ours", warmup: int = 50, domain_id: int | None = None,
                            directory: str | None = None, inference: str = "process") -> dict:
     import sim
-    from hw.graph import NodeSpec
+    from hw.graph import NodeSpec, load_graph
     from hw.launcher import start_graph, stop
     from robot_rl.data import EpisodeStore
 
@@ -83,6 +84,9 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
             NodeSpec("recorder", "hw.nodes.recorder:RecorderNode", {
                 **limits, "task": task, "store": str(work / "store")}),
         ]
+        shipped = {s.name: s for s in load_graph("sim_pushcube")}  # the shipped graph's process scheduling
+        specs = [NodeSpec(s.name, s.entry, s.parameters, s.remappings, shipped[s.name].nice, shipped[s.name].realtime)
+                 for s in specs]
         domain = random.SystemRandom().randint(100, 232) if domain_id is None else domain_id
         processes = start_graph(specs, domain, loopback=True, log_dir=work / "logs")
         deadline = time.monotonic() + 180 + 3 * (steps + warmup) / rate_hz

@@ -157,11 +157,7 @@ class ActorNode(Node):
                              seed=self.p.seed, ddim_steps=self.p.ddim_steps or None)
         if self.p.scheduler == "async" and self.p.inference == "process":
             return policy  # the inference process warms itself up
-        dummy = {k: np.zeros(shape, np.uint8 if len(shape) == 3 else np.float32)
-                 for k, shape in policy.spec.obs_shapes.items()}
-        policy.observe(dummy)
-        policy.predict(policy.obs_history())  # first inference is slow (allocations): not on the first tick
-        policy.reset()
+        policy.warm_up()
         return policy
 
     def _initial_residual(self) -> ResidualPolicy | None:

@@ -177,11 +177,7 @@ def serve(checkpoint: str, seed: int, ddim_steps: int | None, threads: int, requ
 
     policy = load_policy(checkpoint, seed=seed, ddim_steps=ddim_steps)
     policy.threads = threads
-    dummy = {k: np.zeros(shape, np.uint8 if len(shape) == 3 else np.float32)
-             for k, shape in policy.spec.obs_shapes.items()}
-    policy.observe(dummy)
-    policy.predict(policy.obs_history())  # the first inference allocates: not on the control loop's first request
-    policy.reset()
+    policy.warm_up()
     write_message(replies, {"op": "ready"})
     while (message := read_message(requests)) is not None:
         header, arrays = message

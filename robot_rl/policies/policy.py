@@ -129,6 +129,14 @@ class ChunkPolicy:
             chunks = self.model.sample(obs, self.generator)
         return chunks.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
+    def warm_up(self) -> None:
+        """One inference on zeros, then a fresh episode: the first inference allocates and is slow, so a control loop
+        runs it before its first step."""
+        self.observe({k: np.zeros(shape, np.uint8 if len(shape) == 3 else np.float32)
+                      for k, shape in self.spec.obs_shapes.items()})
+        self.predict(self.obs_history())
+        self.reset()
+
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self.observe(obs)
         return self.predict(self.obs_history())

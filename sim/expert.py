@@ -122,19 +122,23 @@ class ScriptedExpert:
         self._target: np.ndarray | None = None
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """The normalized action for this observation (absolute or delta, like the env it drives)."""
+        """The normalized action for this observation (absolute or delta, like the env it drives), with the
+        expert's `noise`. `proposal` then holds the same action without the noise: what the expert meant, the label
+        that teaches a policy to recover from the states the noise drove it into (DART)."""
         s = {name: np.asarray(obs["state"][sl], dtype=float) for name, sl in self.slices.items()}
         if self.failing:
             s["goal_pos"] = s["goal_pos"] + self._failure_shift(s)
         q = np.asarray(self.plan(s))
-        target = 2.0 * (q - self.low) / (self.high - self.low) - 1.0
+        clean = np.clip(2.0 * (q - self.low) / (self.high - self.low) - 1.0, -1.0, 1.0)
+        target = clean
         if self.noise > 0:
-            target = target + self.rng.normal(0.0, self.noise, target.shape)
-        target = np.clip(target, -1.0, 1.0)
+            target = np.clip(clean + self.rng.normal(0.0, self.noise, clean.shape), -1.0, 1.0)
         if self.action_mode == "absolute":
+            self.proposal = clean.astype(np.float32)
             return target.astype(np.float32)
         if self._target is None:
             self._target = 2.0 * (s["joint_pos"] - self.low) / (self.high - self.low) - 1.0
+        self.proposal = np.clip((clean - self._target) / self.delta_scale, -1.0, 1.0).astype(np.float32)
         delta = np.clip((target - self._target) / self.delta_scale, -1.0, 1.0)
         self._target = np.clip(self._target + self.delta_scale * delta, -1.0, 1.0)
         return delta.astype(np.float32)

@@ -28,8 +28,10 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
     """Write `episodes` expert episodes of `task` to the store at `out`; returns episodes, success_rate, steps.
 
     `cameras` (e.g. ["front"]) adds image observations; `task_settings` overrides configs/task/<task>.yaml.
-    Every step stores the executed action as `action`, `policy_action` and `base_action` (the expert is the policy),
-    a zero `residual_action`, an all-NaN `human_action`, and a timestamp on the control clock of the episode.
+    Every step stores the executed action (with the expert's `noise`) as `action` and `base_action`, the expert's
+    noiseless proposal as `policy_action` (DART-style labels: `train-base train.action_key=policy_action` learns to
+    recover from the states the noise led to), a zero `residual_action`, an all-NaN `human_action`, and a
+    timestamp on the control clock of the episode.
     """
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
@@ -52,7 +54,7 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
                     action = expert.act(obs)
                     next_obs, reward, success, truncated, _ = env.step(action)
                     writer.add_step({**{f"obs/{key}": value for key, value in obs.items()},
-                                     "action": action, "policy_action": action, "base_action": action,
+                                     "action": action, "policy_action": expert.proposal, "base_action": action,
                                      "residual_action": no_residual, "human_action": no_human,
                                      "intervention": False, "reward": reward, "terminated": success,
                                      "truncated": truncated, "timestamp": start + t * dt})

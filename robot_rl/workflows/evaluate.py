@@ -23,10 +23,11 @@ from robot_rl.workflows.collect import make_task_env, task_settings, variant_par
 def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20,
                     variant: str | Mapping[str, Any] = "nominal", scheduler: str = "open_loop", seed: int = 0,
                     noise: float = 0.0, fail_prob: float = 0.0, n_action_steps: int | None = None,
-                    task_settings: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+                    task_settings: Mapping[str, Any] | None = None, progress: bool = True,
+                    ddim_steps: int | None = None) -> dict[str, Any]:
     """Roll `policy` ("expert" or a checkpoint path) out for `episodes` episodes; returns success_rate, mean_return,
     mean_length, episodes (and task, variant, policy). `noise`/`fail_prob` tune the expert; `scheduler` and
-    `n_action_steps` the chunk scheduler of a checkpoint."""
+    `n_action_steps` the chunk scheduler of a checkpoint, `ddim_steps` a diffusion checkpoint's sampling steps."""
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
     if policy == "expert":
@@ -36,7 +37,8 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
         expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
         act, reset, close = expert.act, lambda seed: expert.reset(), lambda: None
     else:
-        env, act, reset, close = _checkpoint_actor(policy, task, variant, scheduler, n_action_steps, task_settings)
+        env, act, reset, close = _checkpoint_actor(policy, task, variant, scheduler, n_action_steps, task_settings,
+                                                   ddim_steps)
     returns, lengths, successes = [], [], 0
     try:
         for episode in tqdm(range(episodes), desc=f"evaluate {env.robot.name}", unit="ep", file=sys.stderr,
@@ -59,14 +61,14 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
 
 
 def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, Any], mode: str,
-                      n_action_steps: int | None, task_settings: Mapping[str, Any] | None
-                      ) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
+                      n_action_steps: int | None, task_settings: Mapping[str, Any] | None,
+                      ddim_steps: int | None = None) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
     """The env a checkpoint was made for, and (act, reset, close) that run it through the chunk scheduler."""
     from robot_rl.policies import ChunkScheduler, load_policy  # lazy: torch only when a checkpoint is evaluated
 
     if not Path(path).is_file():
         raise UserError(f"policy {path!r} is neither 'expert' nor a checkpoint file; give policy=expert or a path")
-    policy = load_policy(path)
+    policy = load_policy(path, ddim_steps=ddim_steps)
     spec = policy.spec
     task = task or spec.task
     if not task:
@@ -90,4 +92,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            scheduler=str(cfg.scheduler), seed=int(cfg.seed), noise=float(cfg.expert.noise),
                            fail_prob=float(cfg.expert.fail_prob), n_action_steps=cfg.get("n_action_steps"),
                            task_settings=task_settings(task_cfg) if task_cfg is not None else None,
-                           progress=bool(cfg.progress))
+                           progress=bool(cfg.progress), ddim_steps=cfg.get("ddim_steps"))

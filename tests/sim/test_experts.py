@@ -55,6 +55,21 @@ def test_noise_is_gaussian_on_the_normalized_action():
     assert np.std(noisy - clean) == pytest.approx(0.02, rel=0.15)
 
 
+@pytest.mark.parametrize("action_mode", ["absolute", "delta"])
+def test_proposal_is_the_action_without_the_noise(action_mode: str):
+    """DART labels: a noisy expert's `proposal` is what the same expert without noise does in the same state."""
+    env = sim.make_env("PickPlace", action_mode=action_mode)
+    obs, _ = env.reset(seed=0)
+    clean, noisy = (sim.make_expert("PickPlace", noise=n, seed=1, action_mode=action_mode) for n in (0.0, 0.05))
+    for _ in range(5):
+        clean._target = None if noisy._target is None else noisy._target.copy()  # delta: the same executed target
+        executed, expected = noisy.act(obs), clean.act(obs)
+        np.testing.assert_allclose(noisy.proposal, expected, atol=1e-6)
+        np.testing.assert_array_equal(clean.proposal, expected)
+        assert np.abs(executed - noisy.proposal).max() > 1e-3
+        obs, *_ = env.step(executed)
+
+
 def test_expert_drives_a_delta_action_env():
     assert rollouts("PickPlace", 6, action_mode="delta")[0] >= 0.8
 

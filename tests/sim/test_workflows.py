@@ -68,6 +68,8 @@ def test_cli_collect_then_validate_and_evaluate(tmp_path):
     summary = json.loads(collected.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 3 and summary["steps"] > 0 and 0 <= summary["success_rate"] <= 1
     assert robot_rl("data", "validate", str(root)).returncode == 0
+    steps = EpisodeStore.open(root).episode(0, ["action", "policy_action"])  # executed vs the expert's proposal
+    assert 0 < np.abs(steps["action"] - steps["policy_action"]).max() < 0.1
     evaluated = robot_rl("evaluate", "task=Reach", "episodes=2", "variant=real_b", "variant.friction=0.9")
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])

@@ -34,6 +34,12 @@ from robot_rl.errors import UserError
 from robot_rl.scheduling import set_process_scheduling
 
 _LENGTH = struct.Struct("<I")
+# The child leaves a real-time parent's scheduling before its imports start threads (torch, BLAS), then runs `main`.
+_CHILD = ("import os\n"
+          "if hasattr(os, 'sched_setscheduler') and os.sched_getscheduler(0) != os.SCHED_OTHER:\n"
+          "    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\n"
+          "from robot_rl.policies.inference_process import main\n"
+          "main()\n")
 
 
 @dataclass
@@ -83,10 +89,9 @@ class InferenceProcess:
                  nice: int = 0, start_timeout_s: float = 180.0) -> None:
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        command = [sys.executable, "-c", "from robot_rl.policies.inference_process import main; main()",
-                   "--checkpoint", str(checkpoint),
-                   "--seed", str(seed), "--threads", str(threads), "--nice", str(nice),
-                   "--requests", str(request_r), "--replies", str(reply_w)]
+        command = [sys.executable, "-c", _CHILD, "--checkpoint", str(checkpoint), "--seed", str(seed),
+                   "--threads", str(threads), "--nice", str(nice), "--requests", str(request_r),
+                   "--replies", str(reply_w)]
         if ddim_steps is not None:
             command += ["--ddim-steps", str(ddim_steps)]
         self.process = subprocess.Popen(command, pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL)

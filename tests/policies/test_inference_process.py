@@ -3,8 +3,11 @@ episodes, and failures (a bad checkpoint, a killed child, a policy without a che
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +79,20 @@ def test_process_inference_needs_a_loadable_checkpoint(tmp_path: Path, diffusion
         ChunkScheduler(policy, mode="async", inference="process")
     with pytest.raises(UserError, match="inference"):
         ChunkScheduler(ChunkPolicy(PolicyModel(policy.spec, policy.config)), mode="async", inference="cloud")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real-time scheduling needs root or CAP_SYS_NICE")
+def test_a_real_time_actor_serves_inference_at_normal_scheduling(diffusion_checkpoint: Path):
+    """The actor runs SCHED_FIFO; a 30 ms denoising loop at that priority would starve the rest of the machine."""
+    probe = f"""
+import json, os
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
+from robot_rl.policies.inference_process import InferenceProcess
+worker = InferenceProcess({str(diffusion_checkpoint)!r}, nice=2)
+tasks = [int(t) for t in os.listdir(f"/proc/{{worker.pid}}/task")]
+print(json.dumps([[os.sched_getscheduler(t), os.getpriority(os.PRIO_PROCESS, t)] for t in tasks]))
+worker.close()
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    threads = {tuple(t) for t in json.loads(out.strip().splitlines()[-1])}
+    assert threads == {(os.SCHED_OTHER, os.getpriority(os.PRIO_PROCESS, 0) + 2)}

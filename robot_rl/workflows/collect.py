@@ -29,8 +29,8 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
 
     `cameras` (e.g. ["front"]) adds image observations; `task_settings` overrides configs/task/<task>.yaml.
     Every step stores the executed action (with the expert's `noise`) as `action` and `base_action`, the expert's
-    noiseless proposal as `policy_action` (DART-style labels: `train-base train.action_key=policy_action` learns to
-    recover from the states the noise led to), a zero `residual_action`, an all-NaN `human_action`, and a
+    noiseless proposal as `policy_action` (DART-style labels for `train-base train.action_key=policy_action`: what
+    the expert meant in the states the noise led to), a zero `residual_action`, an all-NaN `human_action`, and a
     timestamp on the control clock of the episode.
     """
     if episodes < 1:

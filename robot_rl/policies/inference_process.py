@@ -3,8 +3,8 @@
 The async chunk scheduler's thread worker keeps inference off the control step's critical path, but not off its
 interpreter: a 30 ms denoising loop holds the GIL between torch ops and competes with the control thread for it
 (measured in the actor: compute p99 14.5 ms with the thread worker). `InferenceProcess` loads the same checkpoint in
-a child process (`main` below) and serves the scheduler's requests there; the
-operating system, not the GIL, then shares the CPU, and `nice` can give the control process the core first.
+a child process (`main` below) and serves the scheduler's requests there: the operating system, not the GIL, then
+shares the CPU, and `nice` can give the control process the core first.
 
 Protocol on two pipes (no pickle): each message is a 4-byte little-endian header length, a JSON header, then the raw
 bytes of the arrays the header lists as `[name, dtype, shape]`. Requests: `predict` (start step + observation
@@ -35,9 +35,8 @@ from robot_rl.scheduling import set_process_scheduling
 
 _LENGTH = struct.Struct("<I")
 # The child leaves a real-time parent's scheduling before its imports start threads (torch, BLAS), then runs `main`.
-_CHILD = ("import os\n"
-          "if hasattr(os, 'sched_setscheduler') and os.sched_getscheduler(0) != os.SCHED_OTHER:\n"
-          "    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\n"
+_CHILD = ("from robot_rl.scheduling import set_process_scheduling\n"
+          "set_process_scheduling(realtime=0)\n"
           "from robot_rl.policies.inference_process import main\n"
           "main()\n")
 
@@ -113,10 +112,13 @@ class InferenceProcess:
         reader.join(timeout_s)
         message = ready[0] if ready else None
         if message is None or message[0].get("op") != "ready":
+            timed_out = reader.is_alive()
             self.process.kill()
-            self.process.wait()
-            why = message[0].get("message") if message else f"no reply within {timeout_s:.0f} s" if reader.is_alive() \
-                else f"exit code {self.process.returncode}"
+            code = self.process.wait()
+            if message is not None:
+                why = message[0].get("message")
+            else:
+                why = f"no reply within {timeout_s:.0f} s" if timed_out else f"exit code {code}"
             raise UserError(f"chunk inference process for {checkpoint} did not start: {why} (see its stderr above)")
 
     def _read_replies(self) -> None:

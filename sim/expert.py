@@ -120,6 +120,7 @@ class ScriptedExpert:
         self.held = [False] * len(self.task.arms)
         self._shift: np.ndarray | None = None
         self._target: np.ndarray | None = None
+        self.proposal: np.ndarray | None = None  # the last action without the noise (set by `act`)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The normalized action for this observation (absolute or delta, like the env it drives), with the

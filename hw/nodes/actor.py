@@ -155,9 +155,7 @@ class ActorNode(Node):
 
         policy = load_policy(self.p.policy, task=self.p.task or None, action_dim=len(self.p.joint_names),
                              seed=self.p.seed, ddim_steps=self.p.ddim_steps or None)
-        if self.p.scheduler == "async" and self.p.inference == "process":
-            return policy  # the inference process warms itself up
-        policy.warm_up()
+        policy.warm_up()  # for thread and inline inference; an inference process warms its own copy
         return policy
 
     def _initial_residual(self) -> ResidualPolicy | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def spec(name: str, **params) -> NodeSpec:
     """The shipped graph's node `name` with parameters overridden (None removes one)."""
     base = GRAPH[name]
     merged = {k: v for k, v in {**base.parameters, **params}.items() if v is not None}
-    return NodeSpec(name, base.entry, merged, dict(base.remappings), base.nice, base.realtime)
+    return replace(base, parameters=merged)
 
 
 class Rig:

@@ -19,6 +19,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -85,8 +86,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                 **limits, "task": task, "store": str(work / "store")}),
         ]
         shipped = {s.name: s for s in load_graph("sim_pushcube")}  # the shipped graph's process scheduling
-        specs = [NodeSpec(s.name, s.entry, s.parameters, s.remappings, shipped[s.name].nice, shipped[s.name].realtime)
-                 for s in specs]
+        specs = [replace(s, nice=shipped[s.name].nice, realtime=shipped[s.name].realtime) for s in specs]
         domain = random.SystemRandom().randint(100, 232) if domain_id is None else domain_id
         processes = start_graph(specs, domain, loopback=True, log_dir=work / "logs")
         deadline = time.monotonic() + 180 + 3 * (steps + warmup) / rate_hz

@@ -24,7 +24,7 @@ from robot_rl.errors import UserError
 def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[str, Any] = "nominal",
             noise: float = 0.0, fail_prob: float = 0.0, seed: int = 0, cameras: Sequence[str] | None = None,
             image_size: int | Sequence[int] | None = None, task_settings: Mapping[str, Any] | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, recovery_steps: int = 0) -> dict[str, Any]:
     """Write `episodes` expert episodes of `task` to the store at `out`; returns episodes, success_rate, steps.
 
     `cameras` (e.g. ["front"]) adds image observations; `task_settings` overrides configs/task/<task>.yaml.
@@ -32,9 +32,15 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
     noiseless proposal as `policy_action` (DART-style labels for `train-base train.action_key=policy_action`: what
     the expert meant in the states the noise led to), a zero `residual_action`, an all-NaN `human_action`, and a
     timestamp on the control clock of the episode.
+
+    `recovery_steps` > 0 makes recovery demos: each episode first runs 1..recovery_steps unrecorded steps of the
+    expert aiming at a wrong goal (as with `fail_prob`), then records the expert recovering from the state that left:
+    states the clean demos never visit (an object pushed off its line, a pose off course), with clean labels.
     """
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
+    if recovery_steps < 0:
+        raise UserError(f"recovery_steps={recovery_steps} must be 0 (plain demos) or a number of steps")
     env = make_task_env(task, variant, cameras, image_size, task_settings)
     expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
     schema = make_step_schema(env.robot.obs_spec, env.robot.action_dim)
@@ -42,6 +48,7 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
     no_human = np.full(env.robot.action_dim, np.nan, np.float32)
     no_residual = np.zeros(env.robot.action_dim, np.float32)
     successes = steps = 0
+    rng = np.random.default_rng(seed)
     store = EpisodeStore.create(out, schema, exist_ok=True)
     try:
         with store.writer() as writer:
@@ -49,6 +56,8 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
                                 disable=not progress):
                 obs, _ = env.reset(seed=seed if episode == 0 else None)
                 expert.reset()
+                if recovery_steps:
+                    obs = lead_astray(env, expert, obs, int(rng.integers(1, recovery_steps + 1)))
                 start, done, t, success = time.time(), False, 0, False
                 while not done:
                     action = expert.act(obs)
@@ -68,6 +77,19 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
         env.close()
     return {"out": str(out), "episodes": episodes, "success_rate": successes / episodes, "steps": steps,
             "task": task, "variant": env.variant.name}
+
+
+def lead_astray(env: sim.MirrorEnv, expert: Any, obs: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+    """Step the env `steps` times with the expert aiming at a wrong goal, then point it back at the real one: the
+    observation to start a recovery demo from (a fresh reset if the detour happened to end the episode)."""
+    expert.failing = True
+    for _ in range(steps):
+        obs, _, success, truncated, _ = env.step(expert.act(obs))
+        if success or truncated:
+            obs, _ = env.reset()
+            break
+    expert.reset()
+    return obs
 
 
 def make_task_env(task: str, variant: str | Mapping[str, Any], cameras: Sequence[str] | None,
@@ -98,4 +120,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("give the store to write: robot-rl collect task=PushCube episodes=50 out=ROOT")
     return collect(task=cfg.task.name, out=cfg.out, episodes=int(cfg.episodes), variant=variant_params(cfg.variant),
                    noise=float(cfg.expert.noise), fail_prob=float(cfg.expert.fail_prob), seed=int(cfg.seed),
-                   task_settings=task_settings(cfg.task), progress=bool(cfg.progress))
+                   task_settings=task_settings(cfg.task), progress=bool(cfg.progress),
+                   recovery_steps=int(cfg.expert.get("recovery_steps", 0)))

@@ -9,6 +9,7 @@ import pytest
 
 import sim
 from robot_rl.data import EpisodeStore, validate
+from robot_rl.errors import UserError
 from robot_rl.workflows.benchmarks.sim import bench_sim
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.evaluate import evaluate_policy
@@ -37,6 +38,21 @@ def test_collect_writes_a_valid_store_that_replays_in_the_mirror(tmp_path):
     for t, action in enumerate(episode["action"]):
         np.testing.assert_allclose(obs["state"], episode["obs/state"][t], atol=1e-5)
         obs, *_ = env.step(action)
+
+
+def test_recovery_demos_start_off_course_and_record_the_expert_recovering(tmp_path):
+    plain = EpisodeStore.open(collect("PushCube", tmp_path / "plain", episodes=1, seed=7, progress=False)["out"])
+    result = collect("PushCube", tmp_path / "rec", episodes=4, seed=7, recovery_steps=20, progress=False)
+    store = EpisodeStore.open(result["out"])
+    assert store.num_episodes == 4 and result["success_rate"] >= 0.5  # the expert recovers from its detour
+    first = store.episode(0)
+    # same reset, then an unrecorded detour: the recorded episode starts with the arm elsewhere and already moving
+    assert np.linalg.norm(first["obs/state"][0, 8:11] - plain.episode(0)["obs/state"][0, 8:11]) > 0.005
+    assert np.abs(first["obs/state"][0, 4:8]).max() > 0.01
+    np.testing.assert_array_equal(first["action"], first["policy_action"])  # clean labels only
+    with pytest.raises(UserError, match="recovery_steps"):
+        collect("PushCube", tmp_path / "bad", episodes=1, recovery_steps=-1, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_collect_with_a_camera_and_a_variant_appends_to_the_store(tmp_path):

@@ -114,9 +114,11 @@ class ScriptedExpert:
         self.slices = {name: slice(end - size, end) for (name, size), end in zip(layout, ends)}
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new episode: draw whether it fails; forget the last delta-mode target and what was held."""
-        self.failing = bool(self.rng.random() < self.fail_prob)
+    def reset(self, failing: bool | None = None) -> None:
+        """Start a new episode: draw whether it fails (or take `failing`: aim at a wrong goal this episode); forget
+        the last delta-mode target and what was held."""
+        drawn = bool(self.rng.random() < self.fail_prob)
+        self.failing = drawn if failing is None else failing
         self.held = [False] * len(self.task.arms)
         self._shift: np.ndarray | None = None
         self._target: np.ndarray | None = None

@@ -79,10 +79,11 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
             "task": task, "variant": env.variant.name}
 
 
-def lead_astray(env: sim.MirrorEnv, expert: Any, obs: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+def lead_astray(env: sim.MirrorEnv, expert: sim.ScriptedExpert, obs: dict[str, np.ndarray], steps: int
+                ) -> dict[str, np.ndarray]:
     """Step the env `steps` times with the expert aiming at a wrong goal, then point it back at the real one: the
     observation to start a recovery demo from (a fresh reset if the detour happened to end the episode)."""
-    expert.failing = True
+    expert.reset(failing=True)
     for _ in range(steps):
         obs, _, success, truncated, _ = env.step(expert.act(obs))
         if success or truncated:
@@ -121,4 +122,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return collect(task=cfg.task.name, out=cfg.out, episodes=int(cfg.episodes), variant=variant_params(cfg.variant),
                    noise=float(cfg.expert.noise), fail_prob=float(cfg.expert.fail_prob), seed=int(cfg.seed),
                    task_settings=task_settings(cfg.task), progress=bool(cfg.progress),
-                   recovery_steps=int(cfg.expert.get("recovery_steps", 0)))
+                   recovery_steps=int(cfg.expert.recovery_steps))

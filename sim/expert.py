@@ -117,7 +117,7 @@ class ScriptedExpert:
     def reset(self, failing: bool | None = None) -> None:
         """Start a new episode: draw whether it fails (or take `failing`: aim at a wrong goal this episode); forget
         the last delta-mode target and what was held."""
-        drawn = bool(self.rng.random() < self.fail_prob)
+        drawn = bool(self.rng.random() < self.fail_prob)  # drawn even when forced: the random stream stays the same
         self.failing = drawn if failing is None else failing
         self.held = [False] * len(self.task.arms)
         self._shift: np.ndarray | None = None

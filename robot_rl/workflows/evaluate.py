@@ -62,7 +62,7 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
 
 def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, Any], mode: str,
                       n_action_steps: int | None, task_settings: Mapping[str, Any] | None,
-                      ddim_steps: int | None = None) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
+                      ddim_steps: int | None) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
     """The env a checkpoint was made for, and (act, reset, close) that run it through the chunk scheduler."""
     from robot_rl.policies import ChunkScheduler, load_policy  # lazy: torch only when a checkpoint is evaluated
 

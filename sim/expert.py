@@ -7,6 +7,8 @@ smooth, consistent demonstrations that a behaviour-cloning policy can learn.
 
 Quality knobs: `noise` is the std of Gaussian noise added to every normalized action; `fail_prob` is the chance that
 an episode is a failure: the expert then aims at a goal displaced sideways by 10-15 cm and almost surely fails.
+`reset(missing=True)` makes it aim 2.5-4 cm beside the object instead (a missed grasp, a push from the wrong point):
+with `reset(failing=True)`, the detours that recovery demos start from.
 """
 
 from __future__ import annotations
@@ -114,13 +116,15 @@ class ScriptedExpert:
         self.slices = {name: slice(end - size, end) for (name, size), end in zip(layout, ends)}
         self.reset()
 
-    def reset(self, failing: bool | None = None) -> None:
-        """Start a new episode: draw whether it fails (or take `failing`: aim at a wrong goal this episode); forget
-        the last delta-mode target and what was held."""
+    def reset(self, failing: bool | None = None, missing: bool = False) -> None:
+        """Start a new episode: draw whether it fails (or take `failing`: aim at a wrong goal this episode); with
+        `missing`, aim beside the object this episode; forget the last delta-mode target and what was held."""
         drawn = bool(self.rng.random() < self.fail_prob)  # drawn even when forced: the random stream stays the same
         self.failing = drawn if failing is None else failing
+        self.missing = missing
         self.held = [False] * len(self.task.arms)
         self._shift: np.ndarray | None = None
+        self._miss: np.ndarray | None = None
         self._target: np.ndarray | None = None
         self.proposal: np.ndarray | None = None  # the last action without the noise (set by `act`)
 
@@ -131,6 +135,9 @@ class ScriptedExpert:
         s = {name: np.asarray(obs["state"][sl], dtype=float) for name, sl in self.slices.items()}
         if self.failing:
             s["goal_pos"] = s["goal_pos"] + self._failure_shift(s)
+        if self.missing:
+            key = self.task.objects[0][0]
+            s[key] = s[key] + self._miss_shift()
         q = np.asarray(self.plan(s))
         clean = np.clip(2.0 * (q - self.low) / (self.high - self.low) - 1.0, -1.0, 1.0)
         target = clean
@@ -153,6 +160,14 @@ class ScriptedExpert:
             side = np.array([-d[1], d[0]]) / max(np.linalg.norm(d), 1e-9) * self.rng.choice([-1.0, 1.0])
             self._shift = np.array([*side * self.rng.uniform(0.10, 0.15), 0.0])
         return self._shift
+
+    def _miss_shift(self) -> np.ndarray:
+        """A horizontal displacement of the task's first object (Reach: its goal marker) as the expert sees it,
+        2.5-4 cm in a random direction, drawn once per missing episode: it grasps or pushes beside the object."""
+        if self._miss is None:
+            angle = self.rng.uniform(0.0, 2.0 * np.pi)
+            self._miss = np.array([np.cos(angle), np.sin(angle), 0.0]) * self.rng.uniform(0.025, 0.04)
+        return self._miss
 
     def anchor(self, s: dict[str, np.ndarray]) -> np.ndarray:
         """What the task moves to the goal (the TCP or the object)."""

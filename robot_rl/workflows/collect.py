@@ -24,7 +24,7 @@ from robot_rl.errors import UserError
 def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[str, Any] = "nominal",
             noise: float = 0.0, fail_prob: float = 0.0, seed: int = 0, cameras: Sequence[str] | None = None,
             image_size: int | Sequence[int] | None = None, task_settings: Mapping[str, Any] | None = None,
-            progress: bool = True, recovery_steps: int = 0) -> dict[str, Any]:
+            progress: bool = True, recovery_steps: int = 0, recovery_from: str = "goal") -> dict[str, Any]:
     """Write `episodes` expert episodes of `task` to the store at `out`; returns episodes, success_rate, steps.
 
     `cameras` (e.g. ["front"]) adds image observations; `task_settings` overrides configs/task/<task>.yaml.
@@ -34,13 +34,17 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
     timestamp on the control clock of the episode.
 
     `recovery_steps` > 0 makes recovery demos: each episode first runs 1..recovery_steps unrecorded steps of the
-    expert aiming at a wrong goal (as with `fail_prob`), then records the expert recovering from the state that left:
-    states the clean demos never visit (an object pushed off its line, a pose off course), with clean labels.
+    expert aiming at a wrong goal (`recovery_from="goal"`, as with `fail_prob`) or 2.5-4 cm beside the object
+    (`"object"`: a missed grasp, a push from the wrong point), then records the expert recovering from the state that
+    left: states the clean demos never visit (an object pushed off its line, closed fingers beside the cube), with
+    clean labels.
     """
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
     if recovery_steps < 0:
         raise UserError(f"recovery_steps={recovery_steps} must be 0 (plain demos) or a number of steps")
+    if recovery_from not in ("goal", "object"):
+        raise UserError(f"recovery_from={recovery_from!r}; use goal (a wrong goal) or object (beside the object)")
     env = make_task_env(task, variant, cameras, image_size, task_settings)
     expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
     schema = make_step_schema(env.robot.obs_spec, env.robot.action_dim)
@@ -57,7 +61,8 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
                 obs, _ = env.reset(seed=seed if episode == 0 else None)
                 expert.reset()
                 if recovery_steps:
-                    obs = lead_astray(env, expert, obs, int(rng.integers(1, recovery_steps + 1)))
+                    obs = lead_astray(env, expert, obs, int(rng.integers(1, recovery_steps + 1)),
+                                      missing=recovery_from == "object")
                 start, done, t, success = time.time(), False, 0, False
                 while not done:
                     action = expert.act(obs)
@@ -79,11 +84,12 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
             "task": task, "variant": env.variant.name}
 
 
-def lead_astray(env: sim.MirrorEnv, expert: sim.ScriptedExpert, obs: dict[str, np.ndarray], steps: int
-                ) -> dict[str, np.ndarray]:
-    """Step the env `steps` times with the expert aiming at a wrong goal, then point it back at the real one: the
-    observation to start a recovery demo from (a fresh reset if the detour happened to end the episode)."""
-    expert.reset(failing=True)
+def lead_astray(env: sim.MirrorEnv, expert: sim.ScriptedExpert, obs: dict[str, np.ndarray], steps: int,
+                missing: bool = False) -> dict[str, np.ndarray]:
+    """Step the env `steps` times with the expert aiming at a wrong goal (or, `missing`, beside the object), then
+    point it back at the real one: the observation to start a recovery demo from (a fresh reset if the detour
+    happened to end the episode)."""
+    expert.reset(failing=not missing, missing=missing)
     for _ in range(steps):
         obs, _, success, truncated, _ = env.step(expert.act(obs))
         if success or truncated:
@@ -122,4 +128,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return collect(task=cfg.task.name, out=cfg.out, episodes=int(cfg.episodes), variant=variant_params(cfg.variant),
                    noise=float(cfg.expert.noise), fail_prob=float(cfg.expert.fail_prob), seed=int(cfg.seed),
                    task_settings=task_settings(cfg.task), progress=bool(cfg.progress),
-                   recovery_steps=int(cfg.expert.recovery_steps))
+                   recovery_steps=int(cfg.expert.recovery_steps), recovery_from=str(cfg.expert.recovery_from))

@@ -55,6 +55,36 @@ def test_recovery_demos_start_off_course_and_record_the_expert_recovering(tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_missing_expert_closes_beside_the_cube_and_the_clean_expert_picks_it_up():
+    env, expert = sim.make_env("PickPlace"), sim.make_expert("PickPlace", seed=4)  # seed 4: a miss along x
+    obs, _ = env.reset(seed=3)
+    expert.reset(missing=True)
+    for _ in range(40):
+        obs, *_ = env.step(expert.act(obs))
+        state = {name: obs["state"][sl] for name, sl in expert.slices.items()}
+        if state["joint_pos"][-1] < 0.012:  # fingers closed past the cube's half width: nothing between them
+            break
+    assert state["joint_pos"][-1] < 0.012 and not expert.held[0]
+    assert np.linalg.norm(state["tcp_pos"][:2] - state["cube_pos"][:2]) > 0.02 and state["cube_pos"][2] < 0.03
+    expert.reset()
+    done = success = False
+    while not done:
+        obs, _, success, truncated, _ = env.step(expert.act(obs))
+        done = success or truncated
+    assert success  # re-opens, re-grasps and places
+
+
+def test_missed_grasp_recovery_demos_have_clean_labels_and_bad_kinds_are_refused(tmp_path):
+    result = collect("PickPlace", tmp_path / "rec", episodes=4, seed=11, recovery_steps=16, recovery_from="object",
+                     progress=False)
+    assert result["success_rate"] >= 0.75
+    episode = EpisodeStore.open(result["out"]).episode(0)
+    np.testing.assert_array_equal(episode["action"], episode["policy_action"])
+    with pytest.raises(UserError, match="recovery_from"):
+        collect("PickPlace", tmp_path / "bad", episodes=1, recovery_steps=4, recovery_from="elbow", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_collect_with_a_camera_and_a_variant_appends_to_the_store(tmp_path):
     root = tmp_path / "pick"
     first = collect("PickPlace", root, episodes=1, variant={"name": "real_a", "latency": 0}, cameras=["wrist"],

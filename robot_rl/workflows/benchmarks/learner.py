@@ -15,10 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import gymnasium as gym
-import jax
 import numpy as np
 from omegaconf import DictConfig
 
@@ -39,6 +36,20 @@ class LearnerBenchConfig:
     rounds: int = 3
     seed: int = 0
     threads: int = 0  # 0: each library's default; n: torch and XLA both limited to n threads
+    device: str = "cpu"  # cpu, or gpu: JAX on CUDA against SB3 on CUDA (both sides on the same device)
+
+
+def select_device(device: str) -> str:
+    """Put both sides on `device` before JAX starts; returns the torch device name for SB3."""
+    if device not in ("cpu", "gpu"):
+        raise UserError(f"bench learner device={device!r}; use cpu or gpu")
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise UserError("bench learner device=... must be set before JAX starts; run it as its own `robot-rl bench`")
+    jax.config.update("jax_platforms", "cpu" if device == "cpu" else "cuda")
+    return "cpu" if device == "cpu" else "cuda"
 
 
 def limit_threads(threads: int) -> None:
@@ -89,6 +100,8 @@ class OurLearner:
         self.run(2)  # compile outside the timed rounds
 
     def run(self, calls: int) -> None:
+        import jax
+
         rows = self.cfg.utd * self.cfg.batch_size
         for _ in range(calls):
             self.state, metrics = self.agent.update(self.state, self.replay.sample(rows))
@@ -97,7 +110,7 @@ class OurLearner:
 
 class SB3Learner:
     def __init__(self, replay: EpisodeReplay, obs_dim: int, action_dim: int, hidden_dim: int, batch_size: int,
-                 seed: int) -> None:
+                 seed: int, device: str = "cpu") -> None:
         from stable_baselines3 import SAC
         from stable_baselines3.common.logger import configure
 
@@ -105,7 +118,7 @@ class SB3Learner:
         size = len(replay)
         self.batch_size = batch_size
         self.model = SAC("MlpPolicy", env, batch_size=batch_size, buffer_size=size + 1, learning_starts=0,
-                         policy_kwargs={"net_arch": [hidden_dim, hidden_dim]}, device="cpu", seed=seed)
+                         policy_kwargs={"net_arch": [hidden_dim, hidden_dim]}, device=device, seed=seed)
         self.model.set_logger(configure(None, []))
         buffer, data = self.model.replay_buffer, replay.sample(size)  # the same transitions on both sides
         buffer.observations[:size] = data["obs"][:, None]
@@ -118,6 +131,10 @@ class SB3Learner:
 
     def run(self, calls: int) -> None:
         self.model.train(gradient_steps=calls, batch_size=self.batch_size)
+        if self.model.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
 
 
 class BoxEnv(gym.Env):
@@ -141,16 +158,18 @@ def timed(learner, calls: int) -> float:
 
 
 def benchmark_learner(obs_dim: int = 32, action_dim: int = 7, hidden_dim: int = 256, batch_size: int = 256,
-                      updates: int = 300, rounds: int = 3, seed: int = 0, threads: int = 0) -> dict:
+                      updates: int = 300, rounds: int = 3, seed: int = 0, threads: int = 0,
+                      device: str = "cpu") -> dict:
     """Median updates/s per side over interleaved rounds; `speedup` = ours (plain MLP, like SB3) / SB3."""
     if min(obs_dim, action_dim, hidden_dim, batch_size, updates, rounds) < 1:
         raise UserError("bench learner: obs_dim, action_dim, hidden_dim, batch_size, updates, rounds must be >= 1")
+    torch_device = select_device(device)
     limit_threads(threads)
     import torch
     replay = random_replay(sac_config(hidden_dim, batch_size, False, 1), obs_dim, action_dim,
                            max(10 * batch_size, 4096), seed)
     learners = {
-        "sb3": SB3Learner(replay, obs_dim, action_dim, hidden_dim, batch_size, seed),
+        "sb3": SB3Learner(replay, obs_dim, action_dim, hidden_dim, batch_size, seed, torch_device),
         "ours": OurLearner(sac_config(hidden_dim, batch_size, False, 1), replay, obs_dim, action_dim, seed),
         "bounded": OurLearner(sac_config(hidden_dim, batch_size, True, 1), replay, obs_dim, action_dim, seed),
         "utd4": OurLearner(sac_config(hidden_dim, batch_size, False, 4), replay, obs_dim, action_dim, seed),
@@ -171,7 +190,7 @@ def benchmark_learner(obs_dim: int = 32, action_dim: int = 7, hidden_dim: int = 
         "utd4_critic_updates_per_s": round(median["utd4"], 1),
         "utd4_speedup": round(median["utd4"] / median["sb3"], 2),
         "hidden_dim": hidden_dim, "batch_size": batch_size, "obs_dim": obs_dim, "action_dim": action_dim,
-        "rounds": rounds, "updates_per_round": updates, "torch_threads": torch.get_num_threads(),
+        "rounds": rounds, "updates_per_round": updates, "torch_threads": torch.get_num_threads(), "device": device,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -179,4 +198,4 @@ def benchmark_learner(obs_dim: int = 32, action_dim: int = 7, hidden_dim: int = 
 def run(cfg: DictConfig) -> dict:
     c = LearnerBenchConfig(**{k: cfg[k] for k in LearnerBenchConfig.__dataclass_fields__ if k in cfg})
     return benchmark_learner(c.obs_dim, c.action_dim, c.hidden_dim, c.batch_size, c.updates, c.rounds, c.seed,
-                             c.threads)
+                             c.threads, c.device)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import gymnasium as gym
+import jax
 import numpy as np
 from omegaconf import DictConfig
 
@@ -41,15 +42,15 @@ class LearnerBenchConfig:
 
 def select_device(device: str) -> str:
     """Put both sides on `device` before JAX starts; returns the torch device name for SB3."""
-    if device not in ("cpu", "gpu"):
+    platforms = {"cpu": "cpu", "gpu": "cuda"}
+    if device not in platforms:
         raise UserError(f"bench learner device={device!r}; use cpu or gpu")
-    import jax
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
         raise UserError("bench learner device=... must be set before JAX starts; run it as its own `robot-rl bench`")
-    jax.config.update("jax_platforms", "cpu" if device == "cpu" else "cuda")
-    return "cpu" if device == "cpu" else "cuda"
+    jax.config.update("jax_platforms", platforms[device])
+    return platforms[device]
 
 
 def limit_threads(threads: int) -> None:
@@ -100,8 +101,6 @@ class OurLearner:
         self.run(2)  # compile outside the timed rounds
 
     def run(self, calls: int) -> None:
-        import jax
-
         rows = self.cfg.utd * self.cfg.batch_size
         for _ in range(calls):
             self.state, metrics = self.agent.update(self.state, self.replay.sample(rows))

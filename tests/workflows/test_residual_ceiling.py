@@ -11,13 +11,10 @@ from robot_rl.workflows.benchmarks.residual_ceiling import TowardExpert, residua
 
 class Constant:
     def __init__(self, action: np.ndarray) -> None:
-        self.action, self.resets = action, 0
+        self.action = action
 
     def __call__(self, obs):
         return np.repeat(self.action[None], len(obs["state"]), axis=0)
-
-    def reset(self, mask):
-        self.resets += int(np.sum(mask))
 
 
 def test_correction_is_the_expert_difference_clipped_to_scale():

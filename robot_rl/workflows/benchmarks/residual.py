@@ -41,15 +41,18 @@ def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> t
     return checkpoint, demos, success
 
 
+def bench_base(cfg: DictConfig) -> tuple[Path | ExpertSpec, Path | None, float | None]:
+    """The bench's base from `base_kind`: (checkpoint or expert spec, demo store, base success if known)."""
+    if cfg.base_kind == EXPERT:  # the controlled base: the scripted expert off by a constant bias, no demos
+        return ExpertSpec(tuple(float(b) for b in cfg.base_bias)), None, None
+    if cfg.base_kind == "diffusion":
+        return cached_base(str(cfg.task), OmegaConf.to_container(cfg.base, resolve=True), cfg.cache_dir)
+    raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (a trained imperfect base) or expert")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     recipe = load_recipe(str(cfg.recipe), **dict(cfg.overrides or {}))
-    if cfg.base_kind == EXPERT:  # the controlled base: the scripted expert off by a constant bias, no demos
-        checkpoint, demos, base_success = ExpertSpec(tuple(float(b) for b in cfg.base_bias)), None, None
-    elif cfg.base_kind == "diffusion":
-        base_cfg = OmegaConf.to_container(cfg.base, resolve=True)
-        checkpoint, demos, base_success = cached_base(str(cfg.task), base_cfg, cfg.cache_dir)
-    else:
-        raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (a trained imperfect base) or expert")
+    checkpoint, demos, base_success = bench_base(cfg)
     loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
                       eval_episodes=int(cfg.eval.episodes), checkpoint_every=0)
     kind = "" if cfg.base_kind == "diffusion" else f"_{cfg.base_kind}"

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from robot_rl.errors import UserError
-from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
+from robot_rl.policies.expert_base import ExpertBase
 from robot_rl.rl.loop import evaluate
-from robot_rl.workflows.benchmarks.residual import cached_base
+from robot_rl.rl.residual import compose_action
+from robot_rl.workflows.benchmarks.residual import bench_base
 from robot_rl.workflows.train_residual import OBS_KEY, load_base
 
 
@@ -31,8 +32,7 @@ class TowardExpert:
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         base = np.asarray(self.base(obs), np.float32)
-        correction = np.clip(self.expert(obs) - base, -self.scale, self.scale)
-        return np.clip(base + correction, -1.0, 1.0).astype(np.float32)
+        return compose_action(base, np.clip(self.expert(obs) - base, -self.scale, self.scale)).astype(np.float32)
 
     def reset(self, mask: np.ndarray) -> None:
         self.base.reset(mask)
@@ -46,24 +46,19 @@ def residual_ceiling(task: str, base, scales: list[float], episodes: int, num_en
 
     if not scales or min(scales) < 0:
         raise UserError(f"scales={scales}; give residual scales >= 0, e.g. scales=[0,0.05,0.1,0.2]")
+    envs = sim.make_vec_env(task, num_envs, same_step_reset=True)
     out = {}
-    for scale in scales:
-        envs = sim.make_vec_env(task, num_envs, same_step_reset=True)
-        try:
+    try:
+        for scale in scales:  # evaluate resets the envs with `seed`: every scale sees the same episodes
             policy = TowardExpert(load_base(base, task, num_envs), ExpertBase(task, num_envs), scale)
             out[float(scale)] = evaluate(envs, episodes, policy, obs_key=OBS_KEY, seed=seed)["success"]
-        finally:
-            envs.close()
+    finally:
+        envs.close()
     return out
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.base_kind == EXPERT:
-        base = ExpertSpec(tuple(float(b) for b in cfg.base_bias))
-    elif cfg.base_kind == "diffusion":
-        base, _, _ = cached_base(str(cfg.task), OmegaConf.to_container(cfg.base, resolve=True), cfg.cache_dir)
-    else:
-        raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (the residual bench's base) or expert")
+    base, _, _ = bench_base(cfg)
     scales = [float(s) for s in cfg.scales]
     ceiling = residual_ceiling(str(cfg.task), base, sorted({0.0, *scales}), int(cfg.episodes), int(cfg.num_envs),
                                int(cfg.seed))

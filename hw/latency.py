@@ -4,23 +4,45 @@ Per control tick the mirror notes when it published `/joint_states`; the first `
 that, before the next tick's observation, is the command the observation caused (through actor and safety), and its
 arrival time minus the publish time is the latency. A tick whose observation got no command before the next one is a
 missed deadline. Ticks of a warm-up (process start, first inference) are not counted; times are `perf_counter`.
+
+On a virtual machine the hypervisor can take the CPUs away (steal time): a real-time node then waits too, and no
+scheduling inside the machine prevents it. With a `steal_clock` (`cpu_steal_seconds`) the monitor also counts the
+missed deadlines whose period saw stolen time, so a report tells the graph's misses from the host's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 
+def cpu_steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's CPUs were runnable (Linux `/proc/stat`, summed
+    over CPUs, in 1/USER_HZ steps); `None` where it is not reported."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class LatencyMonitor:
-    def __init__(self, warmup: int = 50, max_ticks: int = 0):
-        self.warmup, self.max_ticks = warmup, max_ticks
+    def __init__(self, warmup: int = 50, max_ticks: int = 0, steal_clock: Callable[[], float | None] | None = None):
+        self.warmup, self.max_ticks, self.steal_clock = warmup, max_ticks, steal_clock
         self.ticks = 0  # observations published (warm-up included)
         self.latencies: list[float] = []
         self.missed = 0
+        self.missed_during_steal = 0  # missed deadlines in a run that saw stolen CPU time (needs steal_clock)
+        self.steal_ticks = 0  # counted ticks whose period saw the steal clock rise: how common theft is at all
+        self._steal: float | None = None
+        self._run_missed = 0  # misses of the current run not yet attributed
+        self._run_steal: float | None = None  # the steal clock when that run began
+        self._since_run = 0  # ticks answered since that run's last miss
         self.tick_times: list[float] = []
         self._published_at: float | None = None
         self._answered = True
@@ -39,14 +61,36 @@ class LatencyMonitor:
         return len(self.latencies) + self.missed
 
     def on_observation(self, now: float) -> None:
+        """`now`: when the observation went out. Call it after publishing (the steal clock reads a file)."""
         if self.done:
             return
+        steal = self.steal_clock() if self.steal_clock is not None else None
         if self.counting and not self._answered:
             self.missed += 1
+            if self._run_missed == 0:
+                self._run_steal = self._steal
+            self._run_missed, self._since_run = self._run_missed + 1, 0
+        elif self._run_missed:
+            self._since_run += 1
+        if self.counting and steal is not None and self._steal is not None and steal > self._steal:
+            self.steal_ticks += 1
+        self._attribute_run(steal)
+        self._steal = steal
         self.ticks += 1
         self._published_at, self._answered = now, False
         if self.counting:
             self.tick_times.append(now)
+
+    def _attribute_run(self, steal: float | None) -> None:
+        """A run of missed deadlines counts as stolen when the steal clock rose from the run's start to two ticks
+        after its end: a stolen CPU's time is booked when it runs again, often after the run the theft caused."""
+        if not self._run_missed:
+            return
+        if steal is not None and self._run_steal is not None and steal > self._run_steal:
+            self.missed_during_steal += self._run_missed
+            self._run_missed = 0
+        elif self._since_run >= 2:
+            self._run_missed = 0
 
     def on_command(self, now: float) -> None:
         if self._answered or self._published_at is None or self.done:
@@ -62,7 +106,10 @@ class LatencyMonitor:
         pct = lambda q: round(float(np.percentile(ms, q)), 4) if ms.size else None
         return {"obs_to_command_ms_p50": pct(50), "obs_to_command_ms_p99": pct(99),
                 "obs_to_command_ms_max": round(float(ms.max()), 4) if ms.size else None,
-                "missed_deadlines": self.missed, "rate_hz": round(float(rate), 3), "steps": self.measured,
+                "missed_deadlines": self.missed,
+                "missed_during_steal": self.missed_during_steal if self.steal_clock is not None else None,
+                "ticks_with_steal": self.steal_ticks if self.steal_clock is not None else None,
+                "rate_hz": round(float(rate), 3), "steps": self.measured,
                 "warmup_steps": min(self.ticks, self.warmup)}
 
     def write(self, path: str | Path) -> None:

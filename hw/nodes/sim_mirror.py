@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.latency import LatencyMonitor
+from hw.latency import LatencyMonitor, cpu_steal_seconds
 from hw.msgs import Float64MultiArray, Header, Image, JointState, String, array_of, stamp_of
 from hw.node import Node
 from hw.nodes.status import StatusReporter
@@ -89,7 +89,8 @@ class SimMirrorNode(Node):
         self.rng = np.random.default_rng(self.p.seed)
         self.fault, self.delay_s, self.drop_prob = self.p.fault, self.p.fault_delay_s, self.p.fault_drop_prob
         self.delayed: deque[tuple[float, list]] = deque()
-        self.latency = LatencyMonitor(self.p.latency_warmup, self.p.latency_ticks) if self.p.latency_out else None
+        self.latency = (LatencyMonitor(self.p.latency_warmup, self.p.latency_ticks, cpu_steal_seconds)
+                        if self.p.latency_out else None)
         self.latency_written = False
         self.episodes = self.successes = self.ticks = 0
         self.started = False
@@ -190,11 +191,13 @@ class SimMirrorNode(Node):
     def _send(self, messages: list) -> None:
         for pub, msg in messages[:-1]:
             pub.publish(msg)
-        if self.latency is not None:
-            self.latency.on_observation(time.perf_counter())
+        published_at = time.perf_counter()
         pub, msg = messages[-1]  # /joint_states last: the tick is complete once it is out
         pub.publish(msg)
-        if self.latency is not None and self.latency.done and not self.latency_written:
+        if self.latency is None:
+            return
+        self.latency.on_observation(published_at)  # one executor thread: no command is handled before this
+        if self.latency.done and not self.latency_written:
             self.latency.write(self.p.latency_out)
             self.latency_written = True
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
 from hw.export_mcap import export_mcap
-from hw.latency import LatencyMonitor
+from hw.latency import LatencyMonitor, cpu_steal_seconds
 from robot_rl.data import EpisodeStore, make_step_schema
 from robot_rl.errors import UserError
 
@@ -30,8 +31,33 @@ def test_latency_monitor_pairs_each_observation_with_the_first_command_in_its_pe
     assert monitor.done and summary["steps"] == 5 and summary["missed_deadlines"] == 1
     np.testing.assert_allclose(sorted(np.array(monitor.latencies) * 1e3), [1, 2, 3, 4], atol=1e-9)
     assert summary["obs_to_command_ms_p50"] == pytest.approx(2.5) and summary["rate_hz"] == pytest.approx(50.0)
+    assert summary["missed_during_steal"] is None and summary["ticks_with_steal"] is None  # unknown, not zero
     monitor.write(tmp_path / "latency.json")
     assert json.loads((tmp_path / "latency.json").read_text()) == summary
+
+
+def test_latency_monitor_tells_missed_deadlines_in_stolen_time_from_the_rest():
+    # The steal clock is read once per observation; a stolen CPU's time is booked when it runs again.
+    steal = iter([0.0] * 8 + [0.1] * 4)
+    answered = [True, False, True, True, True,  # a one-tick miss (at 0.02), no steal within two ticks after it
+                False, False, True, True,  # a run of two misses (0.10, 0.12); the steal shows at 0.16
+                True, True, True]
+    monitor = LatencyMonitor(warmup=0, max_ticks=20, steal_clock=lambda: next(steal))
+    for tick, ok in enumerate(answered):
+        monitor.on_observation(0.02 * tick)
+        if ok:
+            monitor.on_command(0.02 * tick + 0.002)
+    summary = monitor.summary()
+    assert summary["missed_deadlines"] == 3 and summary["missed_during_steal"] == 2
+    assert summary["ticks_with_steal"] == 1
+
+
+def test_cpu_steal_seconds_reads_the_kernel_counter():
+    first = cpu_steal_seconds()
+    if not Path("/proc/stat").is_file():
+        assert first is None
+        return
+    assert first is not None and first >= 0.0 and cpu_steal_seconds() >= first
 
 
 def store_with_two_episodes(root):

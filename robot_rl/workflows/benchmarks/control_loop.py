@@ -56,6 +56,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                            directory: str | None = None, inference: str = "process") -> dict:
     import sim
     from hw.graph import NodeSpec, load_graph
+    from hw.latency import cpu_steal_seconds
     from hw.launcher import start_graph, stop
     from robot_rl.data import EpisodeStore
 
@@ -88,6 +89,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
         shipped = {s.name: s for s in load_graph("sim_pushcube")}  # the shipped graph's process scheduling
         specs = [replace(s, nice=shipped[s.name].nice, realtime=shipped[s.name].realtime) for s in specs]
         domain = random.SystemRandom().randint(100, 232) if domain_id is None else domain_id
+        steal_before = cpu_steal_seconds()
         processes = start_graph(specs, domain, loopback=True, log_dir=work / "logs")
         deadline = time.monotonic() + 180 + 3 * (steps + warmup) / rate_hz
         try:
@@ -107,10 +109,12 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                     recorded = EpisodeStore.open(work / "store").num_steps
         finally:
             codes = stop(processes, grace_s=15.0)
+        steal_after = cpu_steal_seconds()
+        steal = None if steal_before is None or steal_after is None else round(steal_after - steal_before, 2)
         return {**result, "recorded_steps": recorded, "target_rate_hz": rate_hz,
                 "base": policy or "diffusion, default architecture, untrained", "scheduler": scheduler,
                 "inference": inference, "residual_recipe": recipe, "exit_codes": codes,
-                "load_avg_1min": round(os.getloadavg()[0], 2)}
+                "load_avg_1min": round(os.getloadavg()[0], 2), "cpu_steal_s": steal}
     finally:
         if not directory:
             shutil.rmtree(work, ignore_errors=True)

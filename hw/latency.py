@@ -7,7 +7,8 @@ missed deadline. Ticks of a warm-up (process start, first inference) are not cou
 
 On a virtual machine the hypervisor can take the CPUs away (steal time): a real-time node then waits too, and no
 scheduling inside the machine prevents it. With a `steal_clock` (`cpu_steal_seconds`) the monitor also counts the
-missed deadlines whose period saw stolen time, so a report tells the graph's misses from the host's.
+missed deadlines in runs that saw stolen time, and the ticks that saw any, so a report tells the graph's misses from
+the host's.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ Last stdout line: {"n_policies", "chunked_td": {"spearman", "regret_at_1", "shar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -72,8 +73,13 @@ def demo_store(cache_dir: Path, task: str, episodes: int, noise: float, fail_pro
 
 def train_candidate(cache_dir: Path, task: str, recipe: Recipe, horizon: int, seed: int,
                     policy_overrides: dict | None = None, lr: float = 5e-4) -> Path:
-    """A trained policy checkpoint for `recipe`, reused when it exists (the folder name holds every setting)."""
-    out = cache_dir / "policies" / f"{task}_{recipe.name}_h{horizon}_seed{seed}"
+    """A trained policy checkpoint for `recipe`, reused when it exists (the folder name holds every setting: with
+    `policy_overrides`, a hash of them and the learning rate)."""
+    name = f"{task}_{recipe.name}_h{horizon}_seed{seed}"
+    if policy_overrides:
+        settings = json.dumps({"policy": policy_overrides, "lr": lr}, sort_keys=True)
+        name += "_" + hashlib.sha256(settings.encode()).hexdigest()[:8]
+    out = cache_dir / "policies" / name
     checkpoint = out / "policy.safetensors"
     if checkpoint.is_file():
         return checkpoint
@@ -223,7 +229,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         recipe = Recipe(*steer["recipe"], kind="diffusion")
         checkpoint = train_candidate(cache_dir, task, recipe, evaluator.horizon, seed,
                                      policy_overrides={"n_obs_steps": 2, "down_dims": [32, 64],
-                                                       "prediction": "sample"}, lr=float(steer["lr"]))
+                                                       "prediction": steer["prediction"]}, lr=float(steer["lr"]))
         steer_base = Candidate(str(checkpoint), load_policy(checkpoint, seed=seed))
         behaviours.append((steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps,
                                                        steer_base.policy.reset)))

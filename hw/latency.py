@@ -6,9 +6,9 @@ arrival time minus the publish time is the latency. A tick whose observation got
 missed deadline. Ticks of a warm-up (process start, first inference) are not counted; times are `perf_counter`.
 
 On a virtual machine the hypervisor can take the CPUs away (steal time): a real-time node then waits too, and no
-scheduling inside the machine prevents it. With a `steal_clock` (`cpu_steal_seconds`) the monitor also counts the
-missed deadlines in runs that saw stolen time, and the ticks that saw any, so a report tells the graph's misses from
-the host's.
+scheduling inside the machine prevents it. With a `steal_clock` (`robot_rl.scheduling.cpu_steal_seconds`) the
+monitor also counts the missed deadlines in runs that saw stolen time, and the ticks that saw any, so a report tells
+the graph's misses from the host's.
 """
 
 from __future__ import annotations
@@ -19,17 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_steal_seconds() -> float | None:
-    """CPU time the hypervisor gave to others while this machine's CPUs were runnable (Linux `/proc/stat`, summed
-    over CPUs, in 1/USER_HZ steps); `None` where it is not reported."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class LatencyMonitor:

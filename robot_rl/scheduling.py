@@ -4,12 +4,26 @@ Linux schedules threads, not processes: a new thread inherits its creator's sett
 later leaves the threads already running (BLAS pools started by imports, DDS receive threads) where they were. So
 every setting here is applied to each thread listed in /proc/self/task. Used by `hw.run` (a node spec's `nice` and
 `realtime`) and by the chunk inference process (which must not inherit the actor's real-time priority).
+
+On a virtual machine no setting here keeps the host from taking a CPU away (steal time): `cpu_steal_seconds` lets
+the timing benchmarks report how much it did.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def cpu_steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's CPUs were runnable (Linux `/proc/stat`, summed
+    over CPUs, in 1/USER_HZ steps); `None` where it is not reported."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def thread_ids() -> list[int]:

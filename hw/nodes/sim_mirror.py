@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.latency import LatencyMonitor, cpu_steal_seconds
+from hw.latency import LatencyMonitor
 from hw.msgs import Float64MultiArray, Header, Image, JointState, String, array_of, stamp_of
 from hw.node import Node
 from hw.nodes.status import StatusReporter
@@ -32,6 +32,7 @@ from hw.observation import image_message, task_state_names
 from hw.topics import EPISODE, JOINT_STATES, ROBOT_COMMAND, TASK_STATE, camera_topic, event_message, parse_event
 from hw.transport import LATEST, RELIABLE, NodeHandle
 from robot_rl.errors import UserError
+from robot_rl.scheduling import cpu_steal_seconds
 
 SIM_FAULT = "/robot_rl/sim_fault"
 FAULTS = ("", "stop", "delay", "drop")

@@ -10,9 +10,10 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
 from hw.export_mcap import export_mcap
-from hw.latency import LatencyMonitor, cpu_steal_seconds
+from hw.latency import LatencyMonitor
 from robot_rl.data import EpisodeStore, make_step_schema
 from robot_rl.errors import UserError
+from robot_rl.scheduling import cpu_steal_seconds
 
 
 def test_latency_monitor_pairs_each_observation_with_the_first_command_in_its_period(tmp_path):

@@ -138,3 +138,4 @@ def test_bench_base_policy_command():
         assert result[key] >= 0
     assert (result["ddim_steps"], result["horizon"], result["steps"]) == (10, 16, 40)
     assert result["chunks_used"] >= 2
+    assert result["cpu_steal_s"] is None or result["cpu_steal_s"] >= 0  # None where /proc/stat has no steal

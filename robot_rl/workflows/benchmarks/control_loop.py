@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from robot_rl.errors import UserError
+from robot_rl.scheduling import cpu_steal_seconds
 
 
 def _default_policy(path: Path, task: str, state_dim: int, action_dim: int, rate_hz: float) -> Path:
@@ -56,7 +57,6 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                            directory: str | None = None, inference: str = "process") -> dict:
     import sim
     from hw.graph import NodeSpec, load_graph
-    from hw.latency import cpu_steal_seconds
     from hw.launcher import start_graph, stop
     from robot_rl.data import EpisodeStore
 

@@ -26,6 +26,12 @@ def cpu_steal_seconds() -> float | None:
         return None
 
 
+def cpu_steal_since(before: float | None) -> float | None:
+    """Seconds stolen since `before` (a `cpu_steal_seconds()` reading), to 0.01 s; None where unknown."""
+    now = cpu_steal_seconds()
+    return None if before is None or now is None else round(now - before, 2)
+
+
 def thread_ids() -> list[int]:
     """This process's threads (0, meaning the calling thread, where /proc is unavailable)."""
     tasks = Path("/proc/self/task")

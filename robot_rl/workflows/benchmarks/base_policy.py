@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from robot_rl.policies import ChunkPolicy, ChunkScheduler, PolicyConfig, PolicyModel, PolicySpec, load_policy
-from robot_rl.scheduling import cpu_steal_seconds
+from robot_rl.scheduling import cpu_steal_seconds, cpu_steal_since
 
 TARGETS = {"chunk_latency_ms_p99": 50.0, "step_latency_ms_p99": 1.0, "missed_deadlines": 0}
 
@@ -103,14 +103,12 @@ def bench_base_policy(checkpoint: str | None = None, steps: int = 2000, rate_hz:
     chunk_times = measure_chunks(policy, observe, chunks)
     with ChunkScheduler(policy, mode="async") as scheduler:
         loop = run_control_loop(scheduler, observe, steps, rate_hz, progress)
-    steal_after = cpu_steal_seconds()
+    steal = cpu_steal_since(steal_before)  # the host's share of a bad tail on a virtual machine
     result = {"chunk_latency_ms_p50": percentile_ms(chunk_times, 50),
               "chunk_latency_ms_p99": percentile_ms(chunk_times, 99),
               "ddim_steps": policy.ddim_steps, "horizon": policy.spec.horizon,
               "n_action_steps": policy.spec.n_action_steps, "rate_hz": rate_hz,
-              "params": sum(p.numel() for p in policy.model.parameters()), **loop,
-              "cpu_steal_s": None if steal_before is None or steal_after is None
-              else round(steal_after - steal_before, 2)}  # the host's share of a bad tail on a virtual machine
+              "params": sum(p.numel() for p in policy.model.parameters()), **loop, "cpu_steal_s": steal}
     result["targets_met"] = (result["chunk_latency_ms_p99"] <= TARGETS["chunk_latency_ms_p99"]
                              and result["step_latency_ms_p99"] <= TARGETS["step_latency_ms_p99"]
                              and result["missed_deadlines"] == TARGETS["missed_deadlines"])

@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from robot_rl.errors import UserError
-from robot_rl.scheduling import cpu_steal_seconds
+from robot_rl.scheduling import cpu_steal_seconds, cpu_steal_since
 
 
 def _default_policy(path: Path, task: str, state_dim: int, action_dim: int, rate_hz: float) -> Path:
@@ -109,8 +109,7 @@ def benchmark_control_loop(steps: int = 10_000, rate_hz: float = 50.0, task: str
                     recorded = EpisodeStore.open(work / "store").num_steps
         finally:
             codes = stop(processes, grace_s=15.0)
-        steal_after = cpu_steal_seconds()
-        steal = None if steal_before is None or steal_after is None else round(steal_after - steal_before, 2)
+        steal = cpu_steal_since(steal_before)
         return {**result, "recorded_steps": recorded, "target_rate_hz": rate_hz,
                 "base": policy or "diffusion, default architecture, untrained", "scheduler": scheduler,
                 "inference": inference, "residual_recipe": recipe, "exit_codes": codes,

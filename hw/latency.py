@@ -21,6 +21,11 @@ from pathlib import Path
 import numpy as np
 
 
+def _rose(now: float | None, then: float | None) -> bool:
+    """Whether the steal clock went up between two readings (False where either is unknown)."""
+    return now is not None and then is not None and now > then
+
+
 class LatencyMonitor:
     def __init__(self, warmup: int = 50, max_ticks: int = 0, steal_clock: Callable[[], float | None] | None = None):
         self.warmup, self.max_ticks, self.steal_clock = warmup, max_ticks, steal_clock
@@ -62,7 +67,7 @@ class LatencyMonitor:
             self._run_missed, self._since_run = self._run_missed + 1, 0
         elif self._run_missed:
             self._since_run += 1
-        if self.counting and steal is not None and self._steal is not None and steal > self._steal:
+        if self.counting and _rose(steal, self._steal):
             self.steal_ticks += 1
         self._attribute_run(steal)
         self._steal = steal
@@ -76,7 +81,7 @@ class LatencyMonitor:
         after its end: a stolen CPU's time is booked when it runs again, often after the run the theft caused."""
         if not self._run_missed:
             return
-        if steal is not None and self._run_steal is not None and steal > self._run_steal:
+        if _rose(steal, self._run_steal):
             self.missed_during_steal += self._run_missed
             self._run_missed = 0
         elif self._since_run >= 2:

@@ -169,3 +169,26 @@ def test_policy_history_never_crosses_an_episode_start(cache):
 
     evaluator.policy_chunks(TwoStep(), slots)
     assert seen == [(3, 2, 1)]
+
+
+def test_steering_keep_scores_only_typical_samples(cache):
+    """With `keep`, steering takes the critic's best among the samples nearest the samples' mean; an outlier is never
+    picked however the critic scores it. Without it, the critic's best of all; keep out of range is a UserError."""
+    from robot_rl.errors import UserError
+    from robot_rl.eval.steering import SteeredPolicy
+
+    cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=2, hidden_dim=32, updates=200, updates_per_call=200,
+                          batch_size=64)
+    evaluator = ChunkedTDEvaluator(cfg, cache)
+    evaluator.fit(constant_policy(1.0))
+    speeds = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 3.0], np.float32)  # mean 0.725; 3.0 is far out
+    samples = lambda obs: np.repeat(speeds[np.arange(len(obs["state"])) % 8, None, None], 8, axis=1)  # row i: i % 8
+    obs = {"state": np.full((3, 1), 0.2, np.float32)}
+    scores = evaluator.q_values(np.full((8, 1), 0.2), samples({"state": np.zeros((8, 1))})[:, :4]).min(axis=0)
+    assert np.all(SteeredPolicy(samples, evaluator, k=8)(obs) == speeds[scores.argmax()])
+    typical = [3, 4, 5, 6]  # 0.4-0.7, the 4 nearest the mean
+    pruned = SteeredPolicy(samples, evaluator, k=8, keep=4)(obs)
+    assert np.all(pruned == speeds[typical[int(scores[typical].argmax())]])
+    assert np.all(SteeredPolicy(samples, evaluator, k=8, keep=1)(obs) == 0.7)  # the most typical sample
+    with pytest.raises(UserError, match="keep=9"):
+        SteeredPolicy(samples, evaluator, k=8, keep=9)

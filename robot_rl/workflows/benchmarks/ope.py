@@ -11,8 +11,9 @@
    return, the quantity the estimators estimate.
 4. Estimators on the same data (`robot_rl.workflows.rank.rank_policies`): chunked TD, per-step FQE (horizon 1, same
    critic and budget), and the Monte-Carlo return of each candidate's own logged episodes.
-5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on the logged data plus a few
-   of its own episodes, and its success rate with and without best-of-K steering, on the same initial states.
+5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
+   (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted demos, and its success
+   rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
 Last stdout line: {"n_policies", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3"}, "fqe": {...}, "mc": {...},
 "steering": {...}, "targets_met"}. Full scores, per-candidate values and plots go to `out`.
 """
@@ -185,13 +186,13 @@ def truth_values(cache_dir: Path, task: str, candidates: Sequence[Candidate], ep
     return results
 
 
-def bench_steering(base: Candidate, data: Path, task: str, evaluator: EvaluatorConfig, k: int, episodes: int,
-                   seed: int, progress: bool) -> dict[str, Any]:
+def bench_steering(base: Candidate, data: Path, task: str, evaluator: EvaluatorConfig, k: int, keep: int | None,
+                   episodes: int, seed: int, progress: bool) -> dict[str, Any]:
     """Success of a stochastic base with and without best-of-k steering by a critic fitted for it on `data`."""
     cache, _ = load_cache(data, evaluator.obs_key)
     critic = ChunkedTDEvaluator(evaluator, cache)
     estimate = critic.fit(base)
-    steered = SteeredPolicy(base, critic, k=k, seed=seed)
+    steered = SteeredPolicy(base, critic, k=k, keep=keep, seed=seed)
     env = make_task_env(task, "nominal", None, None, None)
     n_act = base.spec.n_action_steps
     results = {}
@@ -201,7 +202,7 @@ def bench_steering(base: Candidate, data: Path, task: str, evaluator: EvaluatorC
                                        progress=progress)
     env.close()
     gain = 100 * (results["steered"]["success_rate"] - results["base"]["success_rate"])
-    return {"k": k, "base_success": results["base"]["success_rate"],
+    return {"k": k, "keep": keep, "base_success": results["base"]["success_rate"],
             "steered_success": results["steered"]["success_rate"], "gain_points": round(gain, 2),
             "base_value": results["base"]["value"], "steered_value": results["steered"]["value"],
             "critic_value": estimate.value, "episodes": episodes}
@@ -246,7 +247,11 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
     for name, score in result["scores"].items():
         summary[name] = {key: score[key] for key in ("spearman", "regret_at_1", "sharpe_at_3")}
     if steer_base is not None:
-        summary["steering"] = bench_steering(steer_base, data, task, evaluator, int(steer["k"]),
+        own = [(steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps, steer_base.policy.reset))]
+        steer_data = log_data(out / "steer_logged", task, own, demos, demo_noise, demo_fail_prob,
+                              int(steer["logged_episodes"]), 0.0, 0.0, drift_threshold, drift_patience, seed, progress)
+        keep = None if steer.get("keep") is None else int(steer["keep"])
+        summary["steering"] = bench_steering(steer_base, steer_data, task, evaluator, int(steer["k"]), keep,
                                              int(steer["episodes"]), seed, progress)
     ours, fqe = summary["chunked_td"], summary["fqe"]
     summary["targets_met"] = bool(

@@ -6,8 +6,8 @@ chunks every head agrees are good, and never chases one head's optimism. `temper
 
 `keep` scores only the `keep` samples nearest the K samples' mean (the base's typical chunks). The critic is least
 reliable on outlying chunks, and an argmax over K noisy estimates picks the most extrapolated one: on the OPE bench's
-PushCube base the unpruned argmax's distance rank among 16 samples averaged 11.2 of 0-15 (7.5 by chance), and it lost
-success that the pruned one gains (README, "Measured figures").
+PushCube base the unpruned argmax's distance rank among 16 samples averaged 11.2 of 0-15 (7.5 by chance), and
+steering lost success (README, "Measured figures").
 """
 
 from __future__ import annotations

@@ -232,8 +232,9 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                                      policy_overrides={"n_obs_steps": 2, "down_dims": [32, 64],
                                                        "prediction": steer["prediction"]}, lr=float(steer["lr"]))
         steer_base = Candidate(str(checkpoint), load_policy(checkpoint, seed=seed))
-        behaviours.append((steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps,
-                                                       steer_base.policy.reset)))
+        steer_behaviour = (steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps,
+                                                        steer_base.policy.reset))
+        behaviours.append(steer_behaviour)
     data = log_data(out / "logged", task, behaviours, demos, demo_noise, demo_fail_prob, episodes_per_candidate,
                     takeover_fraction, noise, drift_threshold, drift_patience, seed, progress)
     result = rank_policies(candidates, data, evaluator, baseline,
@@ -247,8 +248,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
     for name, score in result["scores"].items():
         summary[name] = {key: score[key] for key in ("spearman", "regret_at_1", "sharpe_at_3")}
     if steer_base is not None:
-        own = [(steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps, steer_base.policy.reset))]
-        steer_data = log_data(out / "steer_logged", task, own, demos, demo_noise, demo_fail_prob,
+        steer_data = log_data(out / "steer_logged", task, [steer_behaviour], demos, demo_noise, demo_fail_prob,
                               int(steer["logged_episodes"]), 0.0, 0.0, drift_threshold, drift_patience, seed, progress)
         keep = None if steer.get("keep") is None else int(steer["keep"])
         summary["steering"] = bench_steering(steer_base, steer_data, task, evaluator, int(steer["k"]), keep,

@@ -43,9 +43,10 @@ class SteeredPolicy:
         H = self.evaluator.cfg.horizon
         state = repeated[name]
         state = state[:, -1] if state[0].size != self.evaluator.obs_dim else state
-        scores = self.evaluator.q_values(state, chunks[:, :H]).min(axis=0).reshape(batch, self.k)
+        window = chunks[:, :H]  # the part the critic scores
+        scores = self.evaluator.q_values(state, window).min(axis=0).reshape(batch, self.k)
         if self.keep < self.k:
-            flat = chunks[:, :H].reshape(batch, self.k, -1)
+            flat = window.reshape(batch, self.k, -1)
             distance = np.linalg.norm(flat - flat.mean(axis=1, keepdims=True), axis=2)
             outlying = np.argsort(distance, axis=1)[:, self.keep:]
             np.put_along_axis(scores, outlying, -np.inf, axis=1)

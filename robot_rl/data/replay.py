@@ -8,6 +8,7 @@ the cache, so every sampleable window lies inside one live episode.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ class ReplayCache:
 
     Per slot it keeps the step arrays (the chosen keys), `steps_left` (steps to the end of its episode, itself
     included), `ends_terminal` (the episode ended by termination), `group` (index into GROUPS) and `valid`.
+    `reward_fn(steps)`, when set, gives the rewards to cache for an added episode (a learner's reward shaping, e.g.
+    RLIF's takeover penalty); the store keeps the rewards as recorded.
     """
 
     def __init__(self, capacity: int, spec: dict[str, tuple[tuple[int, ...], np.dtype]]):
@@ -49,6 +52,7 @@ class ReplayCache:
         self._episodes: deque[_Episode] = deque()
         self._head = 0
         self._synced_episodes = 0  # store episodes already pulled by `sync`
+        self.reward_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
     @classmethod
     def for_store(cls, store, capacity: int, keys: list[str] | None = None) -> ReplayCache:
@@ -94,6 +98,8 @@ class ReplayCache:
         self._evict(start, stop)
         for key in self.spec:
             self.data[key][start:stop] = steps[key]
+        if self.reward_fn is not None:
+            self.data["reward"][start:stop] = self.reward_fn(steps)
         self.steps_left[start:stop] = np.arange(length, 0, -1)
         self.ends_terminal[start:stop] = bool(np.asarray(steps["terminated"])[-1])
         group = np.full(length, GROUPS.index("demo" if source in DEMO_SOURCES else "online"), np.int8)

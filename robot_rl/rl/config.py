@@ -99,6 +99,9 @@ class AgentConfig:
     # target being the correction the demonstrator made, (action - base) / scale clipped to [-1, 1]: where a person
     # (or the scripted expert) acted, the residual is pulled their way, as far as `scale` allows
     bc_weight: float = 0.0
+    # RLIF: subtract this from the reward of the last policy step before each takeover (intervention start), so the
+    # critic learns that what made a person take over is bad even when the person then succeeds; 0 = task reward only
+    takeover_penalty: float = 0.0
     warmup_steps: int = 1000  # env steps executing base + uniform noise before any update
     warmup_noise: float = 0.2  # half-width of that noise, action units
     critic_warmup_updates: int = 0  # critic-only gradient steps run once the env warm-up ends
@@ -129,6 +132,7 @@ class AgentConfig:
              f"critic_input={self.critic_input!r}; use action or base_residual"),
             (self.residual_clip > 0, f"residual_clip={self.residual_clip}; use a positive clip"),
             (self.bc_weight >= 0, f"bc_weight={self.bc_weight}; use a weight >= 0"),
+            (self.takeover_penalty >= 0, f"takeover_penalty={self.takeover_penalty}; use a penalty >= 0"),
             (0 < self.scale <= 2, f"scale={self.scale}; use a residual scale in (0, 2]"),
             (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),
             (self.n_step >= 1, f"n_step={self.n_step}; use n_step >= 1"),

@@ -38,6 +38,14 @@ class StatefulBase(Protocol):
     def reset(self, mask: np.ndarray) -> None: ...
 
 
+class Supervisor(Protocol):
+    """Who may take over (a simulated person, `robot_rl.rl.takeover.ExpertTakeover`): `__call__(obs, proposal)` ->
+    (human actions, NaN rows where the policy acts; intervention mask), `reset(mask)` when those envs' episodes end."""
+
+    def __call__(self, obs: Any, proposal: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def reset(self, mask: np.ndarray) -> None: ...
+
+
 class Replay(Protocol):
     def add(self, step: dict[str, np.ndarray]) -> None: ...  # one vector step; see EpisodeReplay.add
     def sample(self, batch_size: int) -> dict[str, np.ndarray]: ...
@@ -170,12 +178,15 @@ def evaluate_all(eval_envs: EvalEnvs, episodes: int, base: BasePolicy | None, ag
 def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConfig, base: BasePolicy | None = None,
           replay: Replay | None = None, eval_envs: EvalEnvs | None = None, eval_base: BasePolicy | None = None,
           demo_rewards: Sequence[np.ndarray] = (), on_record: Callable[[str, dict], None] | None = None,
-          on_episode: EpisodeCallback | None = None) -> TrainResult:
+          on_episode: EpisodeCallback | None = None, supervisor: Supervisor | None = None) -> TrainResult:
     """Run residual RL for `loop.total_steps` env steps. `on_record(kind, record)` sees every "log" and "eval"
     record as it is made (for CSV / TensorBoard / progress bars in the workflow); `on_episode(steps, env)` every
     finished online episode (to write it to a store), when the default replay is used. `demo_rewards` (one reward
     array per demo episode) seed the return-based reward scale, so it is right before the first online success.
-    `eval_base` (default: `base`) must be a separate instance when the base keeps per-env state."""
+    `eval_base` (default: `base`) must be a separate instance when the base keeps per-env state. With a
+    `supervisor`, training episodes may be taken over: its action runs, the step is recorded as an intervention with
+    the policy's proposal kept (`policy_action`), and `takeover_rate` (share of steps taken over) joins the logs;
+    evaluations never have one."""
     if cfg.enabled and base is None:
         raise UserError("a residual recipe needs a base policy; pass base=... or set residual.enabled=false")
     envs = as_vector_env(envs)
@@ -226,7 +237,10 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     base_action = base_actions(base, obs, num_envs, action_dim)
     critic_warm = start_iter * num_envs >= cfg.warmup_steps
     iterations = math.ceil(loop.total_steps / num_envs)
-    no_intervention = np.zeros(num_envs, bool)
+    no_intervention, no_human = np.zeros(num_envs, bool), np.full((num_envs, action_dim), np.nan, np.float32)
+    if supervisor is not None:
+        supervisor.reset(np.ones(num_envs, bool))
+    window_steps = window_taken = 0
     for it in range(start_iter, iterations):
         env_steps = it * num_envs
         agent_obs = flat_obs(obs, loop.obs_key, image_keys)
@@ -236,13 +250,19 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         else:
             residual = agent.act(state, agent_obs, base_action, act_key, it)
             residual = residual * progressive_mask(rng, num_envs, env_steps, cfg.progressive_steps)
-        action = compose_action(base_action, residual)
+        proposal = compose_action(base_action, residual)
+        human, taken = supervisor(obs, proposal) if supervisor is not None else (no_human, no_intervention)
+        action = np.where(taken[:, None], human, proposal).astype(np.float32)
         next_obs, reward, terminated, truncated, _ = envs.step(action)
         replay.add({**replay_obs(agent_obs), "base_action": base_action, "residual_action": residual,
-                    "action": action, "reward": reward.astype(np.float32), "terminated": terminated,
-                    "truncated": truncated, "intervention": no_intervention})
+                    "action": action, "policy_action": proposal, "human_action": human,
+                    "reward": reward.astype(np.float32), "terminated": terminated, "truncated": truncated,
+                    "intervention": taken})
+        window_steps, window_taken = window_steps + num_envs, window_taken + int(taken.sum())
         done = terminated | truncated
         reset_base(base, done)
+        if supervisor is not None:
+            supervisor.reset(done)
         scaler.update(reward, done)
         obs, base_action = next_obs, base_actions(base, next_obs, num_envs, action_dim)
 
@@ -265,7 +285,9 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
 
         if metrics is not None and env_steps % loop.log_every < num_envs:
             record("log", {"env_steps": env_steps, "reward_scale": reward_scale,
+                           "takeover_rate": window_taken / max(window_steps, 1),
                            **{k: float(v) for k, v in metrics.items()}})
+            window_steps = window_taken = 0
         if eval_envs is not None and loop.eval_every and env_steps % loop.eval_every < num_envs:
             run_eval(env_steps)
         if loop.checkpoint_dir and loop.checkpoint_every and env_steps % loop.checkpoint_every < num_envs:

@@ -15,6 +15,7 @@ an 84x84 camera costs 21 KB a step, so 100k steps need 2.1 GB per camera (set th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -53,6 +54,25 @@ def replay_spec(obs_dim: int, action_dim: int, obs_key: str = "obs",
     return spec
 
 
+def takeover_rewards(steps: Mapping[str, np.ndarray], penalty: float) -> np.ndarray:
+    """RLIF's signal on one episode: its rewards, minus `penalty` at the last step before each takeover starts (the
+    policy's step that made the person take over; a takeover at the first step has none). Episodes without an
+    `intervention` key keep their rewards."""
+    reward = np.asarray(steps["reward"], np.float32).copy()
+    if "intervention" not in steps:
+        return reward
+    taken = np.asarray(steps["intervention"], bool)
+    starts = np.flatnonzero(taken[1:] & ~taken[:-1]) + 1
+    reward[starts - 1] -= penalty
+    return reward
+
+
+def shape_rewards(cache: ReplayCache, cfg: AgentConfig) -> None:
+    """Make `cache` store the recipe's rewards for every episode added from now on (the takeover penalty, if set)."""
+    if cfg.takeover_penalty > 0:
+        cache.reward_fn = functools.partial(takeover_rewards, penalty=cfg.takeover_penalty)
+
+
 def n_step_sampler(cache: ReplayCache, cfg: AgentConfig, obs_key: str, seed: int) -> NStepSampler:
     fractions = {"demo": cfg.demo_fraction, "online": 1.0 - cfg.demo_fraction}
     return NStepSampler(cache, n=cfg.n_step, gamma=cfg.gamma, fractions=fractions,
@@ -78,6 +98,7 @@ class EpisodeReplay:
         if missing:
             raise UserError(f"the replay cache lacks the camera key(s) {missing} the recipe reads; build it with "
                             "replay_spec(..., image_shapes={key: (H, W, 3)})")
+        shape_rewards(cache, cfg)
         self.sampler = n_step_sampler(cache, cfg, self.OBS, seed)
         self.pending: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
         self.online_episodes = 0

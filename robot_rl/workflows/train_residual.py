@@ -32,6 +32,7 @@ from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.loop import LoopConfig, evaluate, train
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
+from robot_rl.rl.takeover import ExpertTakeover, TakeoverConfig
 
 OBS_KEY = "state"  # the flat vector the learner reads (images go to the base policy only)
 
@@ -122,7 +123,8 @@ def load_demos(root: str | Path, task: str, base_path: str | Path | None, n_acti
 
 
 class RolloutWriter:
-    """Every online episode into an episode store: what the robot did, the base's action and the residual's."""
+    """Every online episode into an episode store: what the robot did, the base's action and the residual's, and
+    who took over (a simulated takeover is recorded as a real one)."""
 
     def __init__(self, root: Path, obs_dim: int, action_dim: int, task: str, domain: str, policy_id: str,
                  image_shapes: dict[str, tuple[int, ...]] | None = None):
@@ -141,10 +143,11 @@ class RolloutWriter:
         now = time.time()
         for t in range(length):
             self.writer.add_step({
-                f"obs/{OBS_KEY}": steps["obs"][t], "action": steps["action"][t], "policy_action": steps["action"][t],
-                "base_action": steps["base_action"][t], "residual_action": steps["residual_action"][t],
-                "human_action": np.full_like(steps["action"][t], np.nan), "intervention": False,
-                "reward": steps["reward"][t], "terminated": steps["terminated"][t], "truncated": steps["truncated"][t],
+                f"obs/{OBS_KEY}": steps["obs"][t], "action": steps["action"][t],
+                "policy_action": steps["policy_action"][t], "base_action": steps["base_action"][t],
+                "residual_action": steps["residual_action"][t], "human_action": steps["human_action"][t],
+                "intervention": steps["intervention"][t], "reward": steps["reward"][t],
+                "terminated": steps["terminated"][t], "truncated": steps["truncated"][t],
                 "timestamp": now, **{f"obs/{image}": steps[image][t] for image in self.images}})
         self.writer.end_episode(success=bool(steps["terminated"][-1]), source="policy", **self.fields)
         self.episodes += 1
@@ -248,13 +251,15 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                    demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
                    gate: dict[str, Any] | None = None, base_n_action_steps: int | None = None,
-                   image_size: int = 84, progress: bool = True) -> dict[str, Any]:
+                   image_size: int = 84, takeover: TakeoverConfig | None = None,
+                   progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
     episode store) and OUT/summary.json; returns the summary. `gate={"margin": m, "updates": n}` also runs the
     deployment gate of the result against its base on the rollouts (summary["gate"]). A recipe that reads cameras
     (`encoder.image_keys`, e.g. ["image_front"]) gets mirrors rendering them at `image_size` pixels, and demos and
-    rollouts carry them."""
+    rollouts carry them. `takeover` (enabled) has the task's scripted expert supervise the training episodes and take
+    over on drift (`robot_rl.rl.takeover`); its steps are recorded as interventions."""
     import sim
 
     if recipe.enabled and base is None:
@@ -278,6 +283,9 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     eval_base = load_base(base, task, eval_num_envs, base_n_action_steps) if base is not None else None
     obs_dim = envs.single_observation_space[OBS_KEY].shape[0]
     action_dim = envs.single_action_space.shape[0]
+    supervisor = None
+    if takeover is not None and takeover.enabled:
+        supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000), num_envs, takeover)
 
     with contextlib.ExitStack() as stack:
         writer = None
@@ -302,7 +310,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         log = RunLog(out, progress)
         stack.callback(log.close)
         result = train(envs, recipe, loop, base=base_fn, replay=replay, eval_envs=eval_envs, eval_base=eval_base,
-                       demo_rewards=demo_rewards, on_record=log)
+                       demo_rewards=demo_rewards, on_record=log, supervisor=supervisor)
     envs.close()
     for e in eval_envs.values():
         e.close()
@@ -317,6 +325,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         "curve": [[e["env_steps"], e["success"]] for e in evals],
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
         "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
+        "takeover": asdict(takeover) if supervisor is not None else None,
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }
@@ -355,4 +364,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
                           gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None,
-                          base_n_action_steps=cfg.base_n_action_steps, image_size=int(cfg.image_size))
+                          base_n_action_steps=cfg.base_n_action_steps, image_size=int(cfg.image_size),
+                          takeover=TakeoverConfig(**OmegaConf.to_container(cfg.takeover, resolve=True)))

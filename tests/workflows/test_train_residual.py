@@ -66,6 +66,32 @@ def test_cli_trains_logs_checkpoints_and_records_every_rollout(reach, tmp_path, 
         assert bool(steps["terminated"][-1]) == meta["success"]
 
 
+def test_simulated_takeovers_are_recorded_like_real_ones(reach, tmp_path, capsys):
+    demos, base = reach
+    out = tmp_path / "run"
+    code = main(["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "steps=160", "num_envs=4",
+                 "eval.every=0", "eval.episodes=4", "eval.num_envs=4", "log_every=40", f"out={out}",
+                 "progress=false", "takeover.enabled=true", "takeover.threshold=0", "takeover.patience=2",
+                 "takeover.hold=3", *SMALL])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["takeover"] == {"enabled": True, "threshold": 0.0, "patience": 2, "hold": 3}
+    rates = [float(row.split(",")[2]) for row in (out / "log.csv").read_text().splitlines()[1:]]
+    assert rates and all(0 < r < 1 for r in rates)  # any proposal differs from the expert's: 3 of every 4 steps
+    store = EpisodeStore.open(out / "rollouts")
+    assert validate(str(out / "rollouts"))["valid"] and store.num_episodes >= 1
+    for i in range(store.num_episodes):
+        steps = store.episode(i)
+        taken = steps["intervention"]
+        assert not taken[0] and taken[1:4].all()  # patience 2: the expert acts from the 2nd step, for hold = 3
+        np.testing.assert_array_equal(steps["action"][taken], steps["human_action"][taken])
+        assert np.isnan(steps["human_action"][~taken]).all()
+        np.testing.assert_allclose(steps["policy_action"],  # what the policy proposed, also where it was overruled
+                                   np.clip(steps["base_action"] + steps["residual_action"], -1, 1), atol=1e-6)
+        assert not np.allclose(steps["policy_action"][taken], steps["action"][taken])
+        assert (steps["reward"] >= 0).all()  # the store keeps the task's reward; the penalty is the learner's
+
+
 def test_demo_base_actions_are_the_base_replayed_along_each_demo(reach):
     demos, base = reach
     episodes, sources = load_demos(demos, "Reach", base)

@@ -38,6 +38,7 @@ from robot_rl.data import EpisodeStore
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.eval.steering import SteeredPolicy
 from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_policy
+from robot_rl.rl.takeover import DriftTakeover
 from robot_rl.workflows.candidates import Candidate, rollout_values
 from robot_rl.workflows.collect import collect, make_task_env
 from robot_rl.workflows.rank import evaluator_config, format_table, load_cache, rank_policies
@@ -123,14 +124,14 @@ def logged_episode(writer: Any, env: Any, act: Callable, expert: Any, rng: np.ra
     expert.reset()
     dim = env.robot.action_dim
     no_human, zero = np.full(dim, np.nan, np.float32), np.zeros(dim, np.float32)
-    taken, drift, t, done, success = False, 0, 0, False, False
+    rule = DriftTakeover(1, drift_threshold, drift_patience, hold=0)  # the expert keeps control to the end
+    taken, t, done, success = False, 0, False, False
     while not done:
         proposal = np.clip(act(obs) + rng.normal(0.0, noise, dim), -1, 1).astype(np.float32)
         human = no_human
         if takeover:
             expert_action = np.asarray(expert.act(obs), np.float32)
-            drift = drift + 1 if np.max(np.abs(proposal - expert_action)) > drift_threshold else 0
-            taken = taken or drift >= drift_patience
+            taken = bool(rule(proposal[None], expert_action[None])[0])
             human = expert_action if taken else no_human
         action = human if taken else proposal
         next_obs, reward, success, truncated, _ = env.step(action)

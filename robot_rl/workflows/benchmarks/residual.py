@@ -20,6 +20,7 @@ from robot_rl.policies import PolicyConfig, TrainConfig
 from robot_rl.policies.expert_base import EXPERT, ExpertSpec
 from robot_rl.rl.config import load_recipe
 from robot_rl.rl.loop import LoopConfig
+from robot_rl.rl.takeover import TakeoverConfig
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
 from robot_rl.workflows.train_residual import evaluate_base, train_residual
@@ -60,10 +61,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary = train_residual(str(cfg.task), checkpoint if recipe.enabled else None, recipe, loop, out,
                              demos=demos if recipe.demo_fraction > 0 else None, num_envs=int(cfg.num_envs),
                              eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
-                             base_n_action_steps=cfg.base_n_action_steps)
+                             base_n_action_steps=cfg.base_n_action_steps,
+                             takeover=TakeoverConfig(**OmegaConf.to_container(cfg.takeover, resolve=True)))
     base_success = summary["base_success"] if base_success is None else base_success
     return {"recipe": recipe.name, "task": str(cfg.task), "base": str(checkpoint) if recipe.enabled else None,
             "base_success": base_success,
             "final_success": summary["final_success"], "env_steps": summary["env_steps"],
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
-            "curve": summary["curve"], "out": summary["out"]}
+            "curve": summary["curve"], "takeover": summary["takeover"], "out": summary["out"]}

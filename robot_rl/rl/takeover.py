@@ -10,13 +10,13 @@ penalty marks the step that led to each takeover, see `robot_rl.rl.replay.takeov
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from robot_rl.errors import UserError
+from robot_rl.rl.loop import StatefulBase
 
 
 @dataclass
@@ -60,7 +60,7 @@ class ExpertTakeover:
     """A batched expert (`expert(obs)` -> (num_envs, A), `expert.reset(mask)`) supervising by `DriftTakeover`:
     `__call__(obs, proposal)` -> (human_action with NaN rows where the policy acts, intervention mask)."""
 
-    def __init__(self, expert: Callable[[Any], np.ndarray], num_envs: int, cfg: TakeoverConfig):
+    def __init__(self, expert: StatefulBase, num_envs: int, cfg: TakeoverConfig):
         self.expert, self.rule = expert, DriftTakeover(num_envs, cfg.threshold, cfg.patience, cfg.hold)
 
     def __call__(self, obs: Any, proposal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

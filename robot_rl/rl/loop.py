@@ -73,6 +73,7 @@ class TrainResult:
     env_steps: int
     evals: list[dict] = field(default_factory=list)  # {"env_steps", "success", "return", "episodes"}
     logs: list[dict] = field(default_factory=list)
+    takeover_share: float = 0.0  # share of the online steps run by this call that a supervisor took over
 
 
 def as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
@@ -240,7 +241,7 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     no_intervention, no_human = np.zeros(num_envs, bool), np.full((num_envs, action_dim), np.nan, np.float32)
     if supervisor is not None:
         supervisor.reset(np.ones(num_envs, bool))
-    window_steps = window_taken = 0
+    window_steps = window_taken = takeover_steps = 0
     for it in range(start_iter, iterations):
         env_steps = it * num_envs
         agent_obs = flat_obs(obs, loop.obs_key, image_keys)
@@ -259,6 +260,7 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
                     "reward": reward.astype(np.float32), "terminated": terminated, "truncated": truncated,
                     "intervention": taken})
         window_steps, window_taken = window_steps + num_envs, window_taken + int(taken.sum())
+        takeover_steps += int(taken.sum())
         done = terminated | truncated
         reset_base(base, done)
         if supervisor is not None:
@@ -299,4 +301,5 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     if eval_envs is not None and not (result.evals and result.evals[-1]["env_steps"] == final_steps):
         run_eval(final_steps)
     result.state, result.env_steps = state, final_steps
+    result.takeover_share = takeover_steps / max((iterations - start_iter) * num_envs, 1)
     return result

@@ -326,6 +326,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
         "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
         "takeover": asdict(takeover) if supervisor is not None else None,
+        "takeover_share": result.takeover_share,
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }

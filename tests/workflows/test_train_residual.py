@@ -76,9 +76,11 @@ def test_simulated_takeovers_are_recorded_like_real_ones(reach, tmp_path, capsys
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["takeover"] == {"enabled": True, "threshold": 0.0, "patience": 2, "hold": 3}
+    store = EpisodeStore.open(out / "rollouts")
+    finished = sum(int(store.episode(i)["intervention"].sum()) for i in range(store.num_episodes))
+    assert 0 < finished / 160 <= summary["takeover_share"] < 1  # unfinished episodes' takeovers count too
     rates = [float(row.split(",")[2]) for row in (out / "log.csv").read_text().splitlines()[1:]]
     assert rates and all(0 < r < 1 for r in rates)  # any proposal differs from the expert's: 3 of every 4 steps
-    store = EpisodeStore.open(out / "rollouts")
     assert validate(str(out / "rollouts"))["valid"] and store.num_episodes >= 1
     for i in range(store.num_episodes):
         steps = store.episode(i)

@@ -68,4 +68,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "base_success": base_success,
             "final_success": summary["final_success"], "env_steps": summary["env_steps"],
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
-            "curve": summary["curve"], "takeover": summary["takeover"], "out": summary["out"]}
+            "curve": summary["curve"], "takeover": summary["takeover"],
+            "takeover_share": summary["takeover_share"], "out": summary["out"]}

@@ -45,6 +45,7 @@ class ReplayCache:
         self.spec = {key: (tuple(shape), np.dtype(dtype)) for key, (shape, dtype) in spec.items()}
         self.data = {key: np.zeros((capacity, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
         self.steps_left = np.zeros(capacity, np.int32)
+        self.step = np.zeros(capacity, np.int32)  # index of each slot's step in its episode
         self.ends_terminal = np.zeros(capacity, bool)
         self.group = np.zeros(capacity, np.int8)
         self.valid = np.zeros(capacity, bool)
@@ -101,6 +102,7 @@ class ReplayCache:
         if self.reward_fn is not None:
             self.data["reward"][start:stop] = self.reward_fn(steps)
         self.steps_left[start:stop] = np.arange(length, 0, -1)
+        self.step[start:stop] = np.arange(length)
         self.ends_terminal[start:stop] = bool(np.asarray(steps["terminated"])[-1])
         group = np.full(length, GROUPS.index("demo" if source in DEMO_SOURCES else "online"), np.int8)
         if "intervention" in steps:

@@ -8,6 +8,9 @@ Conventions (one per store step t: obs_t, action_t, reward_t received after it, 
   window reaches a terminal step; next_* = the keys at t+m.
 - chunk of H: actions a_{t:t+H} (steps past a terminal end are padded with the last action and masked),
   reward = sum_{k<H} gamma^k r_{t+k} over valid steps, discount = gamma^H when s_{t+H} exists, else 0.
+  With `time_limit` T, an episode that ran T steps ended at the task's time limit and ends like a terminal one:
+  returns past the limit count zero, so values are returns within the limit (what an evaluation or a deployment
+  with a time budget gets).
 Batches also carry the cache slots `index` and `next_index`, so callers can look up per-slot precomputed values
 (e.g. the chunk an evaluated policy proposes at every state, computed once instead of every batch).
 """
@@ -152,10 +155,13 @@ class ChunkSampler(_Sampler):
 
     def __init__(self, cache: ReplayCache, horizon: int, gamma: float = 0.99, *,
                  fractions: dict[str, float] | None = None, next_keys: list[str] | None = None,
-                 chunk_keys: tuple[str, ...] = ("action",), seed: int | None = None):
+                 chunk_keys: tuple[str, ...] = ("action",), seed: int | None = None, time_limit: int | None = None):
         super().__init__(cache, fractions, seed, next_keys)
         if horizon < 1:
             raise UserError(f"chunk horizon must be >= 1, got {horizon}")
+        if time_limit is not None and time_limit < 1:
+            raise UserError(f"time_limit must be a positive number of steps (or null for none), got {time_limit}")
+        self.time_limit = time_limit
         missing = [k for k in chunk_keys if k not in cache.spec]
         if missing:
             raise UserError(f"chunk key {missing[0]!r} is not in the replay cache")
@@ -163,7 +169,11 @@ class ChunkSampler(_Sampler):
         self._powers = gamma ** np.arange(horizon + 1)
 
     def _sampleable(self) -> np.ndarray:
-        return self.cache.ends_terminal | (self.cache.steps_left > self.horizon)
+        cache = self.cache
+        ends = cache.ends_terminal
+        if self.time_limit is not None:
+            ends = ends | (cache.step + cache.steps_left >= self.time_limit)
+        return ends | (cache.steps_left > self.horizon)
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         cache, H = self.cache, self.horizon

@@ -27,6 +27,9 @@ class SteeredPolicy:
                  k: int = 16, temperature: float = 0.0, keep: int | None = None, seed: int = 0):
         if k < 1:
             raise UserError(f"steering needs k >= 1 sampled chunks, got {k}")
+        if evaluator.cfg.time_limit is not None:
+            raise UserError("steering scores chunks without their episode step: fit its critic with "
+                            "evaluator.time_limit=null")
         if keep is not None and not 1 <= keep <= k:
             raise UserError(f"steering keep={keep} must be between 1 and k={k} (or null to score every sample)")
         self.sample, self.evaluator, self.k, self.temperature = sample, evaluator, k, temperature

@@ -67,6 +67,25 @@ def test_chunk_windows_never_cross_an_episode_end():
     assert rows[21]["next_obs/state"][0] == 24 and rows[21]["discount"] == pytest.approx(0.9**3)
 
 
+def test_an_episode_cut_at_the_time_limit_ends_there():
+    cache = ReplayCache(64, SPEC)
+    cache.add_episode(episode([0, 0, 0, 0, 1], terminal=False, first_obs=20), "policy")  # obs 20..24: 5 steps
+    cache.add_episode(episode([0, 0, 0, 0], terminal=False, first_obs=40), "policy")  # obs 40..43: stopped early
+    assert cache.step[cache.valid].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3]
+    rows = all_samples(ChunkSampler(cache, horizon=3, gamma=0.9, fractions={"online": 1}, seed=0, time_limit=5))
+    # the 5-step episode ran the whole limit: its last windows end with it, returns past the limit count zero
+    assert sorted(k for k in rows if 20 <= k < 40) == [20, 21, 22, 23, 24]
+    assert rows[21]["discount"] == pytest.approx(0.9**3) and rows[21]["next_obs/state"][0] == 24
+    assert rows[22]["discount"] == 0 and rows[22]["reward"] == pytest.approx(0.9**2)
+    assert rows[22]["chunk_mask"].tolist() == [True, True, True]
+    assert rows[24]["discount"] == 0 and rows[24]["reward"] == pytest.approx(1)
+    assert rows[24]["chunk_mask"].tolist() == [True, False, False]
+    # one stopped before the limit still leaves an observation after every window
+    assert sorted(k for k in rows if k >= 40) == [40]
+    with pytest.raises(UserError, match="time_limit"):
+        ChunkSampler(cache, horizon=3, time_limit=0)
+
+
 def test_mixing_by_group_and_interventions_on_the_demo_side():
     cache = ReplayCache(1000, SPEC)
     cache.add_episode(episode([0] * 50, terminal=False), "scripted")

@@ -86,6 +86,32 @@ def test_shared_proposals_give_the_same_fit(cache):
         chunked.fit(policy, proposals[:, :2])
 
 
+def test_time_limit_counts_returns_within_it(cache):
+    """A policy too slow to reach the goal within MAX_STEPS is worth 0 to the time-limited evaluator, whose critic
+    sees the step; without the limit the timed-out windows bootstrap past it and the same policy looks worth more."""
+    from robot_rl.errors import UserError
+
+    cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=3, hidden_dim=64, updates=600, updates_per_call=300,
+                          batch_size=128, tau=0.02)
+    limited = ChunkedTDEvaluator(EvaluatorConfig(**{**cfg.__dict__, "time_limit": MAX_STEPS}), cache)
+    assert true_value(0.2) == 0.0 and true_value(1.0) > 0.6
+    slow, fast = limited.fit(constant_policy(0.2)), limited.fit(constant_policy(1.0))
+    assert abs(slow.value) < 0.06 and abs(fast.value - true_value(1.0)) < 0.08, (slow.value, fast.value)
+    unlimited = ChunkedTDEvaluator(cfg, cache).fit(constant_policy(0.2))
+    assert unlimited.value > slow.value + 0.02, (unlimited.value, slow.value)  # measured 0.078 vs 0.043
+    chunk = np.ones((2, 4, 1), np.float32)
+    late = limited.q_values(np.zeros((2, 1)), chunk, steps=np.array([0, MAX_STEPS - 2])).mean(axis=0)
+    assert late[1] < late[0]  # two steps before the limit nothing is reachable from x = 0
+    with pytest.raises(UserError, match="steps="):
+        limited.q_values(np.zeros((2, 1)), chunk)
+    from robot_rl.eval.steering import SteeredPolicy
+
+    with pytest.raises(UserError, match="time_limit=null"):  # a steered policy does not know its episode step
+        SteeredPolicy(constant_policy(1.0), limited)
+    with pytest.raises(UserError, match="time_limit"):
+        ChunkedTDEvaluator(EvaluatorConfig(time_limit=0), cache)
+
+
 def test_monte_carlo_baseline_by_hand():
     cache = ReplayCache(100, SPEC)
     for length in (3, 5):

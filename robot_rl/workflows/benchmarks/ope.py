@@ -8,7 +8,8 @@
    drifts from what it would do (`drift_threshold` for `drift_patience` steps) and keeps control to the episode's end
    (`intervention`, `human_action`, `policy_action` recorded as a robot's takeover would be).
 3. True values: each candidate rolled out `truth_episodes` times without noise or takeovers; value = mean discounted
-   return, the quantity the estimators estimate.
+   return within the task's episode limit, the quantity the estimators estimate (`time_limit`: they count returns
+   within the same limit).
 4. Estimators on the same data (`robot_rl.workflows.rank.rank_policies`): chunked TD, per-step FQE (horizon 1, same
    critic and budget), and the Monte-Carlo return of each candidate's own logged episodes.
 5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
@@ -25,7 +26,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +215,16 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               out: str | Path = "runs/bench/ope", truth_episodes: int = 200, demos: int = 40,
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
-              drift_patience: int = 3, steer: dict | None = None, seed: int = 0,
+              drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, seed: int = 0,
               progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     evaluator = evaluator or EvaluatorConfig(horizon=8)
+    baseline = baseline or replace(evaluator, horizon=1)
+    if time_limit:
+        env = make_task_env(task, "nominal", None, None, None)
+        limit = env.settings.max_steps
+        env.close()
+        evaluator, baseline = replace(evaluator, time_limit=limit), replace(baseline, time_limit=limit)
     cache_dir, out = Path(cache_dir), Path(out)
     checkpoints = [train_candidate(cache_dir, task, r, evaluator.horizon, seed)
                    for r in tqdm(recipes, desc="candidates", file=sys.stderr, disable=not progress)]
@@ -252,7 +259,8 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         steer_data = log_data(out / "steer_logged", task, [steer_behaviour], demos, demo_noise, demo_fail_prob,
                               int(steer["logged_episodes"]), 0.0, 0.0, drift_threshold, drift_patience, seed, progress)
         keep = None if steer.get("keep") is None else int(steer["keep"])
-        summary["steering"] = bench_steering(steer_base, steer_data, task, evaluator, int(steer["k"]), keep,
+        summary["steering"] = bench_steering(steer_base, steer_data, task, replace(evaluator, time_limit=None),
+                                             int(steer["k"]), keep,
                                              int(steer["episodes"]), seed, progress)
     ours, fqe = summary["chunked_td"], summary["fqe"]
     summary["targets_met"] = bool(
@@ -279,4 +287,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      episodes_per_candidate=int(pick("episodes_per_candidate")),
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
-                     steer=steer, seed=int(cfg.seed), progress=bool(cfg.progress))
+                     time_limit=bool(cfg.time_limit), steer=steer, seed=int(cfg.seed), progress=bool(cfg.progress))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+import sim
 from robot_rl.data import EpisodeStore, make_step_schema, validate
 from robot_rl.workflows.data_tools import info
 from robot_rl.workflows.report import Report
@@ -144,14 +145,15 @@ def residual_stage(report: Report, run_dir: Path, base: str, demos: Path, cfg: D
     return summary
 
 
-def rank_stage(report: Report, run_dir: Path, base: str, residual: dict, cfg: DictConfig) -> dict:
+def rank_stage(report: Report, run_dir: Path, base: str, residual: dict, cfg: DictConfig, task: str) -> dict:
     """Rank what the demo produced (the base, the base with its residual) from the residual run's logged rollouts
-    alone, then score that ranking against rollouts in the mirror."""
+    alone, then score that ranking against rollouts in the mirror (both within the task's episode limit)."""
     from robot_rl.eval.chunked_td import EvaluatorConfig
     from robot_rl.workflows.rank import format_table, rank_policies
 
     candidates = [base, f"{base}+{residual['checkpoint_dir']}"]
-    evaluator = EvaluatorConfig(updates=int(cfg.updates), updates_per_call=min(500, int(cfg.updates)))
+    evaluator = EvaluatorConfig(updates=int(cfg.updates), updates_per_call=min(500, int(cfg.updates)),
+                                time_limit=sim.load_settings(task).max_steps)
     result = rank_policies(candidates, residual["rollouts"], evaluator=evaluator, truth="sim",
                            truth_episodes=int(cfg.truth_episodes), out=run_dir / "rank", progress=False)
     rows = [{"candidate": "base" if r["name"] == base else "base + residual", "rank": r["rank"],
@@ -181,7 +183,8 @@ def run(cfg: DictConfig) -> dict:
     results["residual"] = residual_stage(report, run_dir, results["base"]["checkpoint"],
                                          Path(results["collect"]["out"]), cfg.residual, cfg.collect.task)
     print("[demo] stage: rank the policies offline", file=sys.stderr)
-    results["rank"] = rank_stage(report, run_dir, results["base"]["checkpoint"], results["residual"], cfg.rank)
+    results["rank"] = rank_stage(report, run_dir, results["base"]["checkpoint"], results["residual"], cfg.rank,
+                                 cfg.collect.task)
     path = report.write()
     print(f"[demo] report: {path}", file=sys.stderr)
     return {"run_dir": str(run_dir), "report": str(path), **results}

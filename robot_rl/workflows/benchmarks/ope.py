@@ -221,9 +221,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
     evaluator = evaluator or EvaluatorConfig(horizon=8)
     baseline = baseline or replace(evaluator, horizon=1)
     if time_limit:
-        env = make_task_env(task, "nominal", None, None, None)
-        limit = env.settings.max_steps
-        env.close()
+        limit = sim.load_settings(task).max_steps
         evaluator, baseline = replace(evaluator, time_limit=limit), replace(baseline, time_limit=limit)
     cache_dir, out = Path(cache_dir), Path(out)
     checkpoints = [train_candidate(cache_dir, task, r, evaluator.horizon, seed)

@@ -14,8 +14,8 @@ Design choices, and why:
 - `time_limit` T (the step limit the logged episodes ran under): an episode cut at T ends there, and the critic sees
   the step as t / T, so values are returns within the limit, as the true values and a deployment's budget count
   them. Without it the last windows of a timed-out episode bootstrap past the limit from states that look like
-  ones other episodes still finished from, which inflates every candidate toward the data's best (on `bench ope`'s
-  data, where four in five logged episodes time out, this compressed the estimates and cost regret@1).
+  ones other episodes still finished from, which overvalues every candidate (on `bench ope`'s data with 30 logged
+  episodes per candidate, most of which time out: by +0.14 on average, +0.005 with the limit).
 - The critic is the residual learner's network (bounded norms, vmapped ensemble); all updates of one call run in one
   jitted `lax.scan`.
 """

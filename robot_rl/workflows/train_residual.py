@@ -229,16 +229,16 @@ def steps_to(evals: list[dict], level: float) -> int | None:
 
 
 def gate_against_base(base: str | Path, checkpoint_dir: str | Path, data: str | Path, margin: float,
-                      updates: int, seed: int = 0) -> dict[str, Any]:
+                      updates: int, seed: int = 0, time_limit: int | None = None) -> dict[str, Any]:
     """The deployment gate (RL-100 style) for a freshly trained residual: one chunked-TD evaluator, fitted on the
     logged data for the deployed policy (the base) and for base + residual; the residual passes only if its
-    pessimistic value beats the base's by `margin`."""
+    pessimistic value beats the base's by `margin`. `time_limit`: the episode step limit the data ran under."""
     from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
     from robot_rl.eval.gate import DeploymentGate
     from robot_rl.workflows.candidates import load_candidates
     from robot_rl.workflows.rank import load_cache
 
-    cfg = EvaluatorConfig(updates=updates, updates_per_call=min(500, updates), seed=seed)
+    cfg = EvaluatorConfig(updates=updates, updates_per_call=min(500, updates), time_limit=time_limit, seed=seed)
     cache, _ = load_cache(data, cfg.obs_key)
     evaluator = ChunkedTDEvaluator(cfg, cache)
     deployed, candidate = load_candidates([str(base), f"{base}+{checkpoint_dir}"], seed)
@@ -332,7 +332,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     }
     if gate is not None and base is not None and writer is not None:
         summary["gate"] = gate_against_base(base, loop.checkpoint_dir, writer.store.root, float(gate["margin"]),
-                                            int(gate["updates"]), loop.seed)
+                                            int(gate["updates"]), loop.seed, sim.load_settings(task).max_steps)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 

@@ -70,6 +70,7 @@ class LearnerParams:
     gate_base: str = ""  # base policy checkpoint the actor runs: gate every version against the deployed one
     gate_margin: float = 0.01  # pessimistic value the candidate must gain over the deployed policy
     gate_updates: int = 500  # evaluator updates per policy and decision
+    gate_time_limit: int = 0  # steps an episode may run before it is cut (the gate counts returns within it); 0: none
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict:
@@ -98,7 +99,8 @@ class LearnerNode(Node):
         self.version = latest_version(self.weights_dir)
         self.last_sync = -np.inf
         self.metrics: dict[str, float] = {}
-        self.gate = LiveGate(p.gate_base, p.gate_margin, p.gate_updates, p.obs_key, p.seed) if p.gate_base else None
+        self.gate = LiveGate(p.gate_base, p.gate_margin, p.gate_updates, p.obs_key, p.seed,
+                             p.gate_time_limit) if p.gate_base else None
         self.gate_counts = {"accepted": 0, "rejected": 0}
         self.gate_reason = ""
         self.weights_pub = self.publisher(WEIGHTS, String, LATCHED)
@@ -204,7 +206,7 @@ class LiveGate:
     deployed one (the last candidate that passed; none at first, i.e. the base alone), both on top of the base the
     actor runs. Fitting the evaluator blocks the learner for a few seconds per decision, never the actor."""
 
-    def __init__(self, base: str, margin: float, updates: int, obs_key: str, seed: int):
+    def __init__(self, base: str, margin: float, updates: int, obs_key: str, seed: int, time_limit: int = 0):
         from robot_rl.eval.gate import DeploymentGate
         from robot_rl.policies import load_policy
 
@@ -214,6 +216,7 @@ class LiveGate:
         self.policy = load_policy(base, seed=seed)
         self.gate = DeploymentGate(margin)
         self.updates, self.obs_key, self.seed = updates, obs_key, seed
+        self.time_limit = time_limit or None
         self.deployed = None  # (agent, train state) of the last accepted candidate
 
     def decide(self, cache: ReplayCache, agent: ResidualAgent, state):
@@ -221,7 +224,7 @@ class LiveGate:
         from robot_rl.workflows.candidates import Candidate, Residual
 
         cfg = EvaluatorConfig(updates=self.updates, updates_per_call=min(500, self.updates), obs_key=self.obs_key,
-                              seed=self.seed)
+                              time_limit=self.time_limit, seed=self.seed)
         evaluator = ChunkedTDEvaluator(cfg, cache)
         candidate = Candidate("candidate", self.policy, Residual(agent, state, Path("candidate")))
         deployed = Candidate("deployed", self.policy,

@@ -175,9 +175,15 @@ class ChunkSampler(_Sampler):
             ends = ends | (cache.step + cache.steps_left >= self.time_limit)
         return ends | (cache.steps_left > self.horizon)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """`batch_size` windows mixed by group, or the windows at `starts` (sampleable slots the caller drew, e.g.
+        by its own weights over `index_sets()`)."""
         cache, H = self.cache, self.horizon
-        idx, group = self.sample_starts(batch_size)
+        if starts is None:
+            idx, group = self.sample_starts(batch_size)
+        else:
+            idx = np.asarray(starts, np.int64)
+            group = cache.group[idx]
         left = cache.steps_left[idx]
         ks = np.arange(H)
         mask = ks < left[:, None]

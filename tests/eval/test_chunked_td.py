@@ -112,6 +112,34 @@ def test_time_limit_counts_returns_within_it(cache):
         ChunkedTDEvaluator(EvaluatorConfig(time_limit=0), cache)
 
 
+def test_proximity_draws_windows_like_the_policy_and_still_converges(cache):
+    """With `proximity`, windows whose logged chunk is what the policy would do are drawn far more often (the others
+    keep the floor weight), and the estimates still converge to the true values and rank the policies."""
+    from robot_rl.data import ChunkSampler
+    from robot_rl.errors import UserError
+
+    cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=3, hidden_dim=64, updates=600, updates_per_call=300,
+                          batch_size=128, tau=0.02, proximity=0.3)
+    evaluator = ChunkedTDEvaluator(cfg, cache)
+    sampler = ChunkSampler(cache, 4, GAMMA)
+    pi = np.ones((cache.capacity, 4), np.float32)  # the policy "always 1.0": the scripted episodes' chunks exactly
+    starts, probs = evaluator.proximity_weights(sampler, pi)
+    assert probs.sum() == pytest.approx(1.0) and set(starts) <= set(np.flatnonzero(cache.valid))
+    logged = cache.data["action"][:, 0]
+    exact = np.array([np.all(logged[s:s + 4] == 1.0) and cache.steps_left[s] >= 4 for s in starts])
+    assert exact.any() and (~exact).any()
+    assert probs[exact].min() == pytest.approx(probs.max())  # weight 1 + floor: the most likely windows
+    assert probs.min() >= 0.01 / 1.01 * probs.max() - 1e-12  # nothing is dropped
+    assert probs[exact].sum() > 2 * exact.mean()  # drawn more often than uniformly
+    speeds = [1.0, 0.7, 0.5]
+    estimates = [evaluator.fit(constant_policy(a)).value for a in speeds]
+    for est, a in zip(estimates, speeds):
+        assert abs(est - true_value(a)) < 0.08, (est, true_value(a))
+    assert estimates == sorted(estimates, reverse=True)
+    with pytest.raises(UserError, match="proximity"):
+        ChunkedTDEvaluator(EvaluatorConfig(proximity=0.0), cache)
+
+
 def test_monte_carlo_baseline_by_hand():
     cache = ReplayCache(100, SPEC)
     for length in (3, 5):

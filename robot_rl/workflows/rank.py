@@ -14,7 +14,7 @@ import csv
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +110,12 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
-    horizon 1. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc, mc_episodes[, true]}],
-    "behavior_value", "n_policies"[, "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and
-    plots to `out` (when not None).
+    horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
+    mc_episodes[, true]}], "behavior_value", "n_policies"[, "scores": {estimator: ops.score_estimator(...)}], "out"};
+    writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()
-    baseline = baseline or EvaluatorConfig(**{**evaluator.__dict__, "horizon": 1})
+    baseline = baseline or replace(evaluator, horizon=1, proximity=None)
     if truth is not None and not isinstance(truth, Mapping) and str(truth) != "sim":
         read_truth_csv(truth, [])  # a missing truth file fails before any work
     if candidates and all(isinstance(c, Candidate) for c in candidates):

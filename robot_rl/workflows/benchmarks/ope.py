@@ -219,7 +219,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     evaluator = evaluator or EvaluatorConfig(horizon=8)
-    baseline = baseline or replace(evaluator, horizon=1)
+    baseline = baseline or replace(evaluator, horizon=1, proximity=None)
     if time_limit:
         limit = sim.load_settings(task).max_steps
         evaluator, baseline = replace(evaluator, time_limit=limit), replace(baseline, time_limit=limit)

@@ -1,5 +1,7 @@
 """The chunked-TD evaluator on a small MDP with known true values: estimates converge to them and rank policies."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -93,7 +95,7 @@ def test_time_limit_counts_returns_within_it(cache):
 
     cfg = EvaluatorConfig(horizon=4, gamma=GAMMA, num_critics=3, hidden_dim=64, updates=600, updates_per_call=300,
                           batch_size=128, tau=0.02)
-    limited = ChunkedTDEvaluator(EvaluatorConfig(**{**cfg.__dict__, "time_limit": MAX_STEPS}), cache)
+    limited = ChunkedTDEvaluator(replace(cfg, time_limit=MAX_STEPS), cache)
     assert true_value(0.2) == 0.0 and true_value(1.0) > 0.6
     slow, fast = limited.fit(constant_policy(0.2)), limited.fit(constant_policy(1.0))
     assert abs(slow.value) < 0.06 and abs(fast.value - true_value(1.0)) < 0.08, (slow.value, fast.value)

@@ -175,6 +175,12 @@ class ChunkSampler(_Sampler):
             ends = ends | (cache.step + cache.steps_left >= self.time_limit)
         return ends | (cache.steps_left > self.horizon)
 
+    def window_slots(self, starts: np.ndarray) -> np.ndarray:
+        """(len(starts), H) cache slots of the window at each start, padded past an episode's end by repeating its
+        last step."""
+        left = self.cache.steps_left[starts]
+        return starts[:, None] + np.minimum(np.arange(self.horizon), left[:, None] - 1)
+
     def sample(self, batch_size: int, starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """`batch_size` windows mixed by group, or the windows at `starts` (sampleable slots the caller drew, e.g.
         by its own weights over `index_sets()`)."""
@@ -185,9 +191,8 @@ class ChunkSampler(_Sampler):
             idx = np.asarray(starts, np.int64)
             group = cache.group[idx]
         left = cache.steps_left[idx]
-        ks = np.arange(H)
-        mask = ks < left[:, None]
-        window = idx[:, None] + np.minimum(ks, left[:, None] - 1)  # pad by repeating the last valid step
+        mask = np.arange(H) < left[:, None]
+        window = self.window_slots(idx)
         reward = (cache.data["reward"][window] * self._powers[:H] * mask).sum(axis=1)
         bootstrap = left > H
         next_idx = np.where(bootstrap, idx + H, idx)

@@ -130,8 +130,7 @@ class ChunkedTDEvaluator:
     def history_slots(self, slots: np.ndarray, n: int) -> np.ndarray:
         """(len(slots), n) slots of the last n steps up to each slot, oldest first, never before its episode's start
         (the first state repeats, as a policy's history does at an episode's start)."""
-        starts = np.sort(self.cache.episode_starts())
-        first = starts[np.searchsorted(starts, slots, side="right") - 1]
+        first = slots - self.cache.step[slots]
         return np.maximum(slots[:, None] - np.arange(n - 1, -1, -1), first[:, None])
 
     def policy_chunks(self, policy: PolicyFn, slots: np.ndarray, batch: int = 4096) -> np.ndarray:
@@ -228,12 +227,9 @@ class ChunkedTDEvaluator:
 
     def proximity_weights(self, sampler: ChunkSampler, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every sampleable window start and its probability under `proximity` (see the module docstring); `pi`: the
-        policy's flattened chunk per cache slot. Windows are padded past an episode's end as the sampler pads them."""
+        policy's flattened chunk per cache slot."""
         starts = np.concatenate(sampler.index_sets())
-        H, cache = self.cfg.horizon, self.cache
-        left = cache.steps_left[starts]
-        window = starts[:, None] + np.minimum(np.arange(H), left[:, None] - 1)
-        logged = cache.data["action"][window].reshape(len(starts), -1)
+        logged = self.cache.data["action"][sampler.window_slots(starts)].reshape(len(starts), -1)
         d2 = ((logged - pi[starts]) ** 2).mean(axis=1)
         weights = np.exp(-d2 / (2 * self.cfg.proximity ** 2)) + PROXIMITY_FLOOR
         return starts, weights / weights.sum()

@@ -259,8 +259,9 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
                     "action": action, "policy_action": proposal, "human_action": human,
                     "reward": reward.astype(np.float32), "terminated": terminated, "truncated": truncated,
                     "intervention": taken})
-        window_steps, window_taken = window_steps + num_envs, window_taken + int(taken.sum())
-        takeover_steps += int(taken.sum())
+        n_taken = int(taken.sum())
+        window_steps, window_taken = window_steps + num_envs, window_taken + n_taken
+        takeover_steps += n_taken
         done = terminated | truncated
         reset_base(base, done)
         if supervisor is not None:

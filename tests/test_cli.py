@@ -101,6 +101,21 @@ def test_demo_writes_a_report(tmp_path):
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000
 
 
+def test_bench_residual_base_settings_follow_the_task():
+    """Each task's base gets its `base_per_task` entry (so it lands at 30-70% success), other tasks the plain `base`,
+    and a command-line override of the entry wins."""
+    from robot_rl.cli.main import VERBS, load_config, split_args
+    from robot_rl.workflows.benchmarks.residual import base_settings
+
+    def settings(*args: str) -> dict:
+        return base_settings(load_config(VERBS["bench"], *split_args(["residual", *args])))
+
+    pushcube, bimanual = settings("task=PushCube"), settings("task=BimanualHandover")
+    assert pushcube["train"]["steps"] == 1500 and bimanual["train"]["steps"] == 800
+    assert {k: v for k, v in bimanual.items() if k != "train"} == {k: v for k, v in pushcube.items() if k != "train"}
+    assert settings("task=BimanualHandover", "base_per_task.BimanualHandover.train.steps=900")["train"]["steps"] == 900
+
+
 @pytest.mark.parametrize("args, task", [
     (["bench", "residual", "task=PickPlace", "recipe=scratch"], "PickPlace"),  # a plain key named like a group
     (["bench", "sim", "task=Reach"], "Reach"),

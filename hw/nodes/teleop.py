@@ -50,7 +50,6 @@ from hw.transport import LATEST, RELIABLE, SENSOR_DATA, NodeHandle
 from robot_rl.errors import UserError
 
 BACKENDS = ("scripted", "gamepad", "spacemouse", "keyboard", "leader")
-DEVICE_BACKENDS = ("gamepad", "spacemouse", "keyboard")
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,6 @@ class PolicyEstimate:
     initial_values: np.ndarray  # (num_initial_states,) per-state values, mean over heads
     losses: list[float]
 
-    def as_dict(self) -> dict:
-        return {"value": self.value, "pessimistic": self.pessimistic, "spread": self.spread,
-                "num_initial_states": len(self.initial_values)}
-
 
 def td_target(reward, discount, next_q, lo: float, hi: float):
     """The chunk target: `reward` is sum_{k<H} gamma^k r_{t+k} over the window's valid steps, `discount` is gamma^H

@@ -27,8 +27,6 @@ from robot_rl.eval import ops
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
-ESTIMATORS = ("chunked_td", "fqe", "mc")
-
 
 def evaluator_config(values: Mapping[str, Any]) -> EvaluatorConfig:
     """An EvaluatorConfig from a config group (configs/evaluator/*.yaml); unknown keys are a UserError."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from robot_rl.rl.takeover import TakeoverConfig
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
 from robot_rl.workflows.train_residual import evaluate_base, train_residual
+
+BASE_SUCCESS = (0.3, 0.7)  # an imperfect base leaves room to improve, and is good enough to improve on
 
 
 def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> tuple[Path, Path, float]:
@@ -42,12 +45,22 @@ def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> t
     return checkpoint, demos, success
 
 
+def base_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The diffusion base's settings for `cfg.task`: `base` with the task's `base_per_task` entry merged in."""
+    return OmegaConf.to_container(OmegaConf.merge(cfg.base, cfg.base_per_task.get(str(cfg.task), {})), resolve=True)
+
+
 def bench_base(cfg: DictConfig) -> tuple[Path | ExpertSpec, Path | None, float | None]:
     """The bench's base from `base_kind`: (checkpoint or expert spec, demo store, base success if known)."""
     if cfg.base_kind == EXPERT:  # the controlled base: the scripted expert off by a constant bias, no demos
         return ExpertSpec(tuple(float(b) for b in cfg.base_bias)), None, None
     if cfg.base_kind == "diffusion":
-        return cached_base(str(cfg.task), OmegaConf.to_container(cfg.base, resolve=True), cfg.cache_dir)
+        checkpoint, demos, success = cached_base(str(cfg.task), base_settings(cfg), cfg.cache_dir)
+        if not BASE_SUCCESS[0] <= success <= BASE_SUCCESS[1]:
+            print(f"warning: the {cfg.task} base succeeds {success:.0%}, outside the {BASE_SUCCESS[0]:.0%}-"
+                  f"{BASE_SUCCESS[1]:.0%} this bench wants: set base_per_task.{cfg.task} (fewer base.demos or "
+                  "base.train.steps for a weaker base, more for a stronger one)", file=sys.stderr)
+        return checkpoint, demos, success
     raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (a trained imperfect base) or expert")
 
 

@@ -118,6 +118,7 @@ def test_bench_residual_base_settings_follow_the_task():
 
 @pytest.mark.parametrize("args, task", [
     (["bench", "residual", "task=PickPlace", "recipe=scratch"], "PickPlace"),  # a plain key named like a group
+    (["bench", "residual-ceiling", "task=BimanualHandover"], "BimanualHandover"),  # ... inherited from residual
     (["bench", "sim", "task=Reach"], "Reach"),
     (["train-residual", "task=PushCube"], {"name": "PushCube"}),  # the config group itself
     (["bench", "sim2real", "task=PickPlace"], {"name": "PickPlace"}),

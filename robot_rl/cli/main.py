@@ -98,19 +98,35 @@ def config_name(verb: Verb, positionals: list[str], selected: dict[str, str] | N
     return name
 
 
+def config_keys(config_name: str) -> tuple[set[str], set[str]]:
+    """(top-level keys, config groups it picks) of `configs/<config_name>.yaml`, with those of the configs it
+    inherits from its own folder (`defaults: [residual]` in `bench/residual_ceiling.yaml`)."""
+    import yaml
+
+    text = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+    keys, groups = set(text), set()
+    for entry in text.get("defaults", []):
+        if isinstance(entry, dict):
+            groups.add(str(next(iter(entry))).lstrip("/").split("@")[0])
+        elif (CONFIG_DIR / Path(config_name).parent / f"{entry}.yaml").is_file():
+            inherited_keys, inherited_groups = config_keys(str(Path(config_name).parent / str(entry)))
+            keys, groups = keys | inherited_keys, groups | inherited_groups
+        else:
+            groups.add(str(entry))
+    return keys, groups
+
+
 def take_plain_keys(config_name: str, overrides: list[str]) -> dict[str, object]:
     """`task=PushCube` on a config whose `task` is a plain key (bench configs) would be read by Hydra as picking
     the config group `configs/task/`, which that config does not use: such overrides are taken out of the Hydra
     overrides and set on the composed config instead."""
     import yaml
 
-    text = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
-    groups = {str(next(iter(d))).lstrip("/").split("@")[0] if isinstance(d, dict) else str(d)
-              for d in text.get("defaults", [])}
+    keys, groups = config_keys(config_name)
     plain = {}
     for override in list(overrides):
         key, _, value = override.partition("=")
-        if value and key.isidentifier() and key in text and key not in groups and (CONFIG_DIR / key).is_dir():
+        if value and key.isidentifier() and key in keys and key not in groups and (CONFIG_DIR / key).is_dir():
             overrides.remove(override)
             plain[key] = yaml.safe_load(value)
     return plain

@@ -57,9 +57,10 @@ def bench_base(cfg: DictConfig) -> tuple[Path | ExpertSpec, Path | None, float |
     if cfg.base_kind == "diffusion":
         checkpoint, demos, success = cached_base(str(cfg.task), base_settings(cfg), cfg.cache_dir)
         if not BASE_SUCCESS[0] <= success <= BASE_SUCCESS[1]:
-            print(f"warning: the {cfg.task} base succeeds {success:.0%}, outside the {BASE_SUCCESS[0]:.0%}-"
-                  f"{BASE_SUCCESS[1]:.0%} this bench wants: set base_per_task.{cfg.task} (fewer base.demos or "
-                  "base.train.steps for a weaker base, more for a stronger one)", file=sys.stderr)
+            low, high = BASE_SUCCESS
+            print(f"[bench residual] warning: the {cfg.task} base succeeds {success:.0%}, outside the {low:.0%}-"
+                  f"{high:.0%} this bench wants: set base_per_task.{cfg.task} (fewer base.demos or base.train.steps "
+                  "for a weaker base, more for a stronger one)", file=sys.stderr)
         return checkpoint, demos, success
     raise UserError(f"base_kind={cfg.base_kind!r}; use diffusion (a trained imperfect base) or expert")
 

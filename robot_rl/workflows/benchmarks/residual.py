@@ -56,8 +56,8 @@ def bench_base(cfg: DictConfig) -> tuple[Path | ExpertSpec, Path | None, float |
         return ExpertSpec(tuple(float(b) for b in cfg.base_bias)), None, None
     if cfg.base_kind == "diffusion":
         checkpoint, demos, success = cached_base(str(cfg.task), base_settings(cfg), cfg.cache_dir)
-        if not BASE_SUCCESS[0] <= success <= BASE_SUCCESS[1]:
-            low, high = BASE_SUCCESS
+        low, high = BASE_SUCCESS
+        if not low <= success <= high:
             print(f"[bench residual] warning: the {cfg.task} base succeeds {success:.0%}, outside the {low:.0%}-"
                   f"{high:.0%} this bench wants: set base_per_task.{cfg.task} (fewer base.demos or base.train.steps "
                   "for a weaker base, more for a stronger one)", file=sys.stderr)

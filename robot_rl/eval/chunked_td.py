@@ -199,11 +199,8 @@ class ChunkedTDEvaluator:
         losses = []
         for done in range(0, cfg.updates, cfg.updates_per_call):
             n = min(cfg.updates_per_call, cfg.updates - done)
-            if starts is None:
-                batches = [sampler.sample(cfg.batch_size) for _ in range(n)]
-            else:
-                batches = [sampler.sample(cfg.batch_size, sampler.rng.choice(starts, cfg.batch_size, p=probs))
-                           for _ in range(n)]
+            batches = [sampler.sample(cfg.batch_size, None if starts is None
+                                      else sampler.rng.choice(starts, cfg.batch_size, p=probs)) for _ in range(n)]
             stacked = {
                 "obs": np.stack([self._obs(b["index"]) for b in batches]),
                 "chunk": np.stack([b["action_chunk"].reshape(len(b["index"]), -1) for b in batches]),

@@ -28,6 +28,12 @@ from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_val
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
 
+def fqe_config(evaluator: EvaluatorConfig) -> EvaluatorConfig:
+    """The default per-step FQE baseline of an evaluator: the same critic and budget, horizon 1, transitions drawn by
+    group as published FQE does (no proximity weights)."""
+    return replace(evaluator, horizon=1, proximity=None)
+
+
 def evaluator_config(values: Mapping[str, Any]) -> EvaluatorConfig:
     """An EvaluatorConfig from a config group (configs/evaluator/*.yaml); unknown keys are a UserError."""
     values = dict(values)
@@ -113,7 +119,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()
-    baseline = baseline or replace(evaluator, horizon=1, proximity=None)
+    baseline = baseline or fqe_config(evaluator)
     if truth is not None and not isinstance(truth, Mapping) and str(truth) != "sim":
         read_truth_csv(truth, [])  # a missing truth file fails before any work
     if candidates and all(isinstance(c, Candidate) for c in candidates):

@@ -42,7 +42,7 @@ from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_poli
 from robot_rl.rl.takeover import DriftTakeover
 from robot_rl.workflows.candidates import Candidate, rollout_values
 from robot_rl.workflows.collect import collect, make_task_env
-from robot_rl.workflows.rank import evaluator_config, format_table, load_cache, rank_policies
+from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, load_cache, rank_policies
 
 TARGETS = {"spearman": 0.9, "regret_at_1": 0.05, "steering_gain_points": 5.0}
 
@@ -219,7 +219,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     evaluator = evaluator or EvaluatorConfig(horizon=8)
-    baseline = baseline or replace(evaluator, horizon=1, proximity=None)
+    baseline = baseline or fqe_config(evaluator)
     if time_limit:
         limit = sim.load_settings(task).max_steps
         evaluator, baseline = replace(evaluator, time_limit=limit), replace(baseline, time_limit=limit)

@@ -287,8 +287,9 @@ class ResidualAgent:
 
     def critic_target(self, state: TrainState, mb: Batch, reward_scale: jax.Array,
                       key: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        """y = r_n + discount * (min over `num_min` random target heads of Q(s', a') [- alpha log pi(a'|s')]),
-        with a' = clip(b' + residual') from the current actor. Returns (values (B,), projected probs or None)."""
+        """y = r_n + discount * (min over `num_min` random target heads of Q(s', a') - alpha log pi(a'|s')), the
+        entropy term for SAC with backup_entropy only, with a' = clip(b' + residual') from the current actor.
+        Returns (values (B,), projected probs or None)."""
         k_act, k_heads = jax.random.split(key)
         next_base = mb["next_base_action"]
         next_obs = self.encode(state.critic, mb["next_obs"])  # the actor reads the online encoder's features,
@@ -299,7 +300,7 @@ class ResidualAgent:
             bonus = jnp.zeros(next_obs.shape[0])
         else:
             next_res, next_logp = self.sample_residual(state.actor, next_obs, next_base, k_act)
-            bonus = -jnp.exp(state.log_alpha) * next_logp
+            bonus = -jnp.exp(state.log_alpha) * next_logp if self.cfg.backup_entropy else jnp.zeros_like(next_logp)
         out = self.critic_net.apply({"params": state.target_critic}, target_obs,
                                     self.critic_action(next_base, compose_action(next_base, next_res)))
         c = self.cfg.critic
@@ -358,6 +359,8 @@ class ResidualAgent:
         loss = jnp.mean(jnp.exp(log_alpha) * logp - q)
         if self.cfg.bc_weight > 0:
             loss = loss + self.cfg.bc_weight * self.demo_bc(actor_params, obs, base, mb["action"], mb["demo"])
+        if self.cfg.residual_l2 > 0:  # on the sampled residual: its mean and its spread both pay
+            loss = loss + self.cfg.residual_l2 * jnp.mean(jnp.sum((residual / self.scale) ** 2, axis=-1))
         return loss, logp
 
     def demo_bc(self, actor_params: Any, obs: jax.Array, base: jax.Array, action: jax.Array,

@@ -66,6 +66,10 @@ class AgentConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # camera images; none by default
     # targets
     gamma: float = 0.99
+    # SAC's soft target r + gamma * (Q' - alpha log pi'): False drops the entropy term from the critic's target (as
+    # HIL-SERL does); the actor's loss keeps it. With a tight policy, log pi is large (+29 at std 0.03 over 14
+    # dimensions), so once the temperature rises (e.g. against residual_l2) the entropy term, not the reward, sets Q
+    backup_entropy: bool = True
     n_step: int = 3  # read by the batch sampler: batches carry n-step rewards and gamma^m * not-terminal discounts
     tau: float = 0.005
     reward_scaling: bool = False  # divide rewards by the return-based scale (SimbaV2) so values fit the support
@@ -99,6 +103,12 @@ class AgentConfig:
     # target being the correction the demonstrator made, (action - base) / scale clipped to [-1, 1]: where a person
     # (or the scripted expert) acted, the residual is pulled their way, as far as `scale` allows
     bc_weight: float = 0.0
+    # actor loss + residual_l2 * mean over all rows of |residual / scale|^2 (the residual the actor samples): holds the
+    # residual's mean and its spread near the base unless the critic's gradient is consistently stronger. SAC's
+    # temperature only bounds the entropy from below; where the critic has seen no larger residuals (a base that
+    # succeeds only in a narrow band of actions, BimanualHandover) its extrapolation can widen the policy until the
+    # exploration alone breaks the task
+    residual_l2: float = 0.0
     # RLIF: subtract this from the reward of the last policy step before each takeover (intervention start), so the
     # critic learns that what made a person take over is bad even when the person then succeeds; 0 = task reward only
     takeover_penalty: float = 0.0
@@ -132,6 +142,7 @@ class AgentConfig:
              f"critic_input={self.critic_input!r}; use action or base_residual"),
             (self.residual_clip > 0, f"residual_clip={self.residual_clip}; use a positive clip"),
             (self.bc_weight >= 0, f"bc_weight={self.bc_weight}; use a weight >= 0"),
+            (self.residual_l2 >= 0, f"residual_l2={self.residual_l2}; use a weight >= 0"),
             (self.takeover_penalty >= 0, f"takeover_penalty={self.takeover_penalty}; use a penalty >= 0"),
             (0 < self.scale <= 2, f"scale={self.scale}; use a residual scale in (0, 2]"),
             (0 < self.gamma < 1, f"gamma={self.gamma}; use a discount in (0, 1)"),

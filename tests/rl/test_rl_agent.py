@@ -193,3 +193,48 @@ def test_demo_bc_pulls_the_residual_toward_the_demonstrated_correction():
     inside = np.abs(batch["base_action"][:, 0]) < 1 - cfg.scale  # rows whose demo action was not clipped by the box
     residual = agent.act(state, batch["obs"], batch["base_action"], deterministic=True)[inside]
     assert np.median(residual) > 0.15 * cfg.scale
+
+
+def test_residual_l2_holds_the_residual_toward_the_base():
+    """residual_l2 pulls the sampled residual toward 0 on every row: against a demo pull of equal weight toward +0.3
+    (normalized units) on a flat critic, the residual settles near the midpoint 0.15 instead of 0.3, and its spread
+    shrinks."""
+    rng = np.random.default_rng(0)
+    settled, spread = {}, {}
+    for l2 in (0.0, 10.0):
+        cfg = tiny_recipe(bc_weight=10.0, residual_l2=l2)
+        agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+        batch = random_batch(np.random.default_rng(1), cfg.utd * cfg.batch_size)
+        batch["base_action"] = rng.uniform(-0.4, 0.4, batch["base_action"].shape).astype(np.float32)  # no box clip
+        batch["action"] = (batch["base_action"] + 0.3 * cfg.scale).astype(np.float32)
+        batch["demo"] = np.ones(len(batch["action"]), bool)
+        batch["reward"], batch["discount"] = np.zeros_like(batch["reward"]), np.zeros_like(batch["discount"])
+        state = agent.init(0)
+        for _ in range(150):
+            state, _ = agent.update(state, batch)
+        residual = agent.act(state, batch["obs"], batch["base_action"], deterministic=True)
+        settled[l2] = float(np.median(residual)) / cfg.scale
+        _, log_std = agent.policy(state.actor, batch["obs"], batch["base_action"])
+        spread[l2] = float(np.median(np.exp(log_std)))
+    assert 0.22 < settled[0.0] < 0.38
+    assert 0.08 < settled[10.0] < 0.22
+    assert spread[10.0] < spread[0.0]
+    with pytest.raises(UserError, match="residual_l2"):
+        tiny_recipe(residual_l2=-1.0)
+
+
+@pytest.mark.parametrize("backup", [True, False])
+def test_backup_entropy_decides_whether_the_temperature_enters_the_target(backup):
+    """With backup_entropy the soft target carries -alpha log pi, so it moves with the temperature; without it the
+    target is reward and Q alone, whatever the temperature."""
+    cfg = tiny_recipe(backup_entropy=backup)
+    agent = ResidualAgent(cfg, OBS_DIM, ACTION_DIM)
+    mb = agent.prepare_batch(random_batch(np.random.default_rng(2), cfg.batch_size))
+    state = agent.init(0)
+    target = jax.jit(lambda st, la: agent.critic_target(st.replace(log_alpha=la), mb, 1.0, as_key(st.key))[0])
+    cold, hot = (np.asarray(target(state, jax.numpy.float32(la))) for la in (-5.0, 2.0))
+    assert np.all(np.isfinite(cold)) and np.all(np.isfinite(hot))
+    if backup:
+        assert np.abs(hot - cold).mean() > 0.01
+    else:
+        np.testing.assert_array_equal(hot, cold)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -20,7 +21,7 @@ import numpy as np
 from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent, TrainState, new_key
-from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.encoder import STATE
 from robot_rl.rl.replay import EpisodeCallback, EpisodeReplay, replay_spec
@@ -63,6 +64,8 @@ class LoopConfig:
     obs_key: str | None = None  # dict observations: the flat vector the networks read (e.g. "state")
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end, if checkpoint_dir is set)
+    # with a checkpoint_dir and evaluations, checkpoint_dir/best holds the state of the most successful evaluation
+    # so far (the untrained one at step 0, i.e. the base alone, included): what to deploy when a run peaks early
     resume: bool = False  # continue from checkpoint_dir's latest checkpoint
 
 
@@ -74,6 +77,12 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)  # {"env_steps", "success", "return", "episodes"}
     logs: list[dict] = field(default_factory=list)
     takeover_share: float = 0.0  # share of the online steps run by this call that a supervisor took over
+    best: dict | None = None  # the first most successful evaluation (env_steps, success, ...); see LoopConfig
+
+
+def best_dir(checkpoint_dir: str | Path) -> Path:
+    """Where `train` keeps the checkpoint of its most successful evaluation."""
+    return Path(checkpoint_dir) / "best"
 
 
 def as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
@@ -214,23 +223,30 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         state, sidecar = load_checkpoint(loop.checkpoint_dir, state)
         start_iter, update_calls = sidecar["meta"]["iteration"], sidecar["meta"]["update_calls"]
         scaler.load_state_dict(sidecar["meta"]["reward_scaler"])
+        if latest_checkpoint(best_dir(loop.checkpoint_dir)):  # the best so far stays the bar to beat
+            result.best = read_checkpoint(best_dir(loop.checkpoint_dir))[1]["meta"]["evaluation"]
 
     def record(kind: str, values: dict) -> None:
         (result.evals if kind == "eval" else result.logs).append(values)
         if on_record is not None:
             on_record(kind, values)
 
-    def run_eval(env_steps: int) -> None:
-        record("eval", {"env_steps": env_steps, **evaluate_all(eval_envs, loop.eval_episodes, eval_base, agent,
-                                                               state, loop.obs_key, loop.seed)})
+    def run_eval(iteration: int) -> None:
+        figures = {"env_steps": iteration * num_envs, **evaluate_all(eval_envs, loop.eval_episodes, eval_base, agent,
+                                                                     state, loop.obs_key, loop.seed)}
+        record("eval", figures)
+        if result.best is None or figures["success"] > result.best["success"]:
+            result.best = figures
+            if loop.checkpoint_dir:
+                checkpoint(iteration, best_dir(loop.checkpoint_dir), keep=1, evaluation=figures)
 
-    def checkpoint(iteration: int) -> None:
+    def checkpoint(iteration: int, directory: str | Path, keep: int = 2, **extra: Any) -> None:
         meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
                 "update_calls": update_calls, "env_steps": iteration * num_envs,
-                "reward_scaler": scaler.state_dict()}
+                "reward_scaler": scaler.state_dict(), **extra}
         if image_keys:
             meta["image_shapes"] = {k: list(shape) for k, shape in image_shapes.items()}
-        save_checkpoint(loop.checkpoint_dir, state, meta, step=iteration * num_envs)
+        save_checkpoint(directory, state, meta, step=iteration * num_envs, keep=keep)
 
     if eval_envs is not None and start_iter == 0:
         run_eval(0)
@@ -292,15 +308,15 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
                            **{k: float(v) for k, v in metrics.items()}})
             window_steps = window_taken = 0
         if eval_envs is not None and loop.eval_every and env_steps % loop.eval_every < num_envs:
-            run_eval(env_steps)
+            run_eval(it + 1)
         if loop.checkpoint_dir and loop.checkpoint_every and env_steps % loop.checkpoint_every < num_envs:
-            checkpoint(it + 1)
+            checkpoint(it + 1, loop.checkpoint_dir)
 
     if loop.checkpoint_dir:
-        checkpoint(iterations)
+        checkpoint(iterations, loop.checkpoint_dir)
     final_steps = iterations * num_envs
     if eval_envs is not None and not (result.evals and result.evals[-1]["env_steps"] == final_steps):
-        run_eval(final_steps)
+        run_eval(iterations)
     result.state, result.env_steps = state, final_steps
     result.takeover_share = takeover_steps / max((iterations - start_iter) * num_envs, 1)
     return result

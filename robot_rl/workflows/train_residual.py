@@ -30,7 +30,7 @@ from robot_rl.errors import UserError
 from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.config import AgentConfig
-from robot_rl.rl.loop import LoopConfig, evaluate, train
+from robot_rl.rl.loop import LoopConfig, best_dir, evaluate, train
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.rl.takeover import ExpertTakeover, TakeoverConfig
 
@@ -254,8 +254,9 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                    image_size: int = 84, takeover: TakeoverConfig | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
-    Writes OUT/checkpoints, OUT/log.csv, OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an
-    episode store) and OUT/summary.json; returns the summary. `gate={"margin": m, "updates": n}` also runs the
+    Writes OUT/checkpoints (the last one, and in OUT/checkpoints/best the most successful evaluation's), OUT/log.csv,
+    OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an episode store) and OUT/summary.json;
+    returns the summary. `gate={"margin": m, "updates": n}` also runs the
     deployment gate of the result against its base on the rollouts (summary["gate"]). A recipe that reads cameras
     (`encoder.image_keys`, e.g. ["image_front"]) gets mirrors rendering them at `image_size` pixels, and demos and
     rollouts carry them. `takeover` (enabled) has the task's scripted expert supervise the training episodes and take
@@ -321,6 +322,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         "task": task, "recipe": recipe.name, "base": str(base) if base else None,
         "base_success": evals[0]["success"] if evals and evals[0]["env_steps"] == 0 else None,
         "final_success": evals[-1]["success"], "env_steps": result.env_steps,
+        "best_success": result.best["success"], "best_steps": result.best["env_steps"],
+        "best_checkpoint": str(best_dir(loop.checkpoint_dir)),
         "steps_to_90": steps_to(evals, 0.9), "steps_to_95": steps_to(evals, 0.95),
         "curve": [[e["env_steps"], e["success"]] for e in evals],
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
@@ -337,14 +340,21 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     return summary
 
 
-def evaluate_base(task: str, base: str | Path, episodes: int, variant: str = "nominal", num_envs: int = 10,
-                  seed: int = 0) -> dict[str, float]:
-    """Success of the base alone, batched over vector envs the way `train_residual` evaluates."""
+def evaluate_residual(task: str, base: str | Path | ExpertSpec | None, residual: str | Path | None, episodes: int,
+                      variant: str = "nominal", num_envs: int = 10, seed: int = 0,
+                      n_action_steps: int | None = None) -> dict[str, float]:
+    """Success of `base` (None: zero actions, for SAC from scratch) with the residual checkpoint `residual` on top
+    (None: the base alone), batched over vector envs the way `train_residual` evaluates: on the same `seed`, a run's
+    best checkpoint scores what its evaluation did; on another seed, held out."""
     import sim
+    from robot_rl.workflows.candidates import load_residual
 
     envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
+    actor = load_residual(residual) if residual is not None else None
+    agent, state = (actor.agent, actor.state) if actor is not None else (None, None)
     try:
-        return evaluate(envs, episodes, load_base(base, task, num_envs), obs_key=OBS_KEY, seed=seed)
+        base_fn = load_base(base, task, num_envs, n_action_steps) if base is not None else None
+        return evaluate(envs, episodes, base_fn, agent, state, obs_key=OBS_KEY, seed=seed)
     finally:
         envs.close()
 

@@ -1,16 +1,19 @@
 """End to end on a tiny sparse-reward task: residual RL lifts a biased base policy within a small step budget."""
 
+import dataclasses
+
 import numpy as np
 from rl_helpers import biased_base, make_point_mass_envs, tiny_recipe
 
-from robot_rl.rl.loop import LoopConfig, evaluate, train
+from robot_rl.rl.checkpoint import load_checkpoint
+from robot_rl.rl.loop import LoopConfig, best_dir, evaluate, train
 
 STEPS = 800  # online env steps over 4 envs, 300 of them warm-up; the residual reaches ~100% by ~750 here
 
 
-def test_residual_success_rises_above_biased_base():
+def test_residual_success_rises_above_biased_base(tmp_path):
     cfg = tiny_recipe()
-    loop = LoopConfig(total_steps=STEPS, seed=0, eval_episodes=40, log_every=200)
+    loop = LoopConfig(total_steps=STEPS, seed=0, eval_episodes=40, log_every=200, checkpoint_dir=str(tmp_path))
     result = train(make_point_mass_envs(4), cfg, loop, base=biased_base, eval_envs=make_point_mass_envs(8))
 
     base_only = evaluate(make_point_mass_envs(8), 40, biased_base, seed=0)
@@ -21,3 +24,14 @@ def test_residual_success_rises_above_biased_base():
     assert last["success"] >= 0.9 and last["success"] >= base_only["success"] + 0.25
     assert result.logs and all(r["skipped"] == 0 for r in result.logs)
     assert all(np.isfinite(r["critic_loss"]) for r in result.logs)
+
+    # the most successful evaluation's state is kept apart (here the last one), and a resumed run keeps it as the bar
+    assert result.best == last
+    best, sidecar = load_checkpoint(best_dir(tmp_path), result.agent.init(1))
+    assert sidecar["step"] == STEPS and sidecar["meta"]["evaluation"] == last
+    assert evaluate(make_point_mass_envs(8), 40, biased_base, result.agent, best, seed=0)["success"] == last["success"]
+    more = dataclasses.replace(loop, total_steps=STEPS + 8, resume=True)
+    resumed = train(make_point_mass_envs(4), cfg, more, base=biased_base, eval_envs=make_point_mass_envs(8))
+    assert [e["env_steps"] for e in resumed.evals] == [STEPS + 8]
+    expected = resumed.evals[0] if resumed.evals[0]["success"] > last["success"] else last
+    assert resumed.best == expected and load_checkpoint(best_dir(tmp_path), best)[1]["meta"]["evaluation"] == expected

@@ -9,11 +9,12 @@ from robot_rl.cli.main import main
 from robot_rl.data import EpisodeStore, validate
 from robot_rl.errors import UserError
 from robot_rl.policies import ChunkScheduler, PolicyConfig, TrainConfig, load_policy
+from robot_rl.rl.checkpoint import read_checkpoint
 from robot_rl.rl.config import load_recipe
 from robot_rl.rl.loop import LoopConfig
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
-from robot_rl.workflows.train_residual import evaluate_base, load_demos, train_residual
+from robot_rl.workflows.train_residual import evaluate_residual, load_demos, train_residual
 
 # a small learner: the test proves the wiring, tests/rl proves the learning
 SMALL = ["residual.warmup_steps=120", "residual.batch_size=32", "residual.critic_warmup_updates=4",
@@ -47,11 +48,19 @@ def test_cli_trains_logs_checkpoints_and_records_every_rollout(reach, tmp_path, 
     gate = summary["gate"]  # the gate ran on the rollouts and its decision follows its own rule
     assert gate["accept"] == (gate["candidate"] > gate["deployed"] + gate["margin"]) and "beat" in gate["reason"]
     # the untrained residual is exactly zero: the first evaluation is the base's own, on the same seeds
-    assert summary["base_success"] == evaluate_base("Reach", base, episodes=4, num_envs=4)["success"]
+    assert summary["base_success"] == evaluate_residual("Reach", base, None, episodes=4, num_envs=4)["success"]
     for name in ("log.csv", "eval.csv", "learning_curve.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     assert any((out / "tensorboard").iterdir()) and any((out / "checkpoints").iterdir())
     assert "success/real_a" in (out / "eval.csv").read_text().splitlines()[0]
+
+    # the first most successful evaluation's state is kept apart, and scores again what it scored
+    successes = [success for _, success in summary["curve"]]
+    assert summary["best_success"] == max(successes)
+    assert summary["best_steps"] == summary["curve"][successes.index(max(successes))][0]
+    assert read_checkpoint(summary["best_checkpoint"])[1]["step"] == summary["best_steps"]
+    assert evaluate_residual("Reach", base, summary["best_checkpoint"], episodes=4,
+                             num_envs=4)["success"] == summary["best_success"]
 
     # every finished online episode is in the rollout store, with what the robot did and why
     assert validate(str(out / "rollouts"))["valid"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+import torch
 
 from robot_rl.errors import UserError
 from robot_rl.policies.policy import ChunkPolicy
@@ -28,12 +29,16 @@ class BatchedChunkPolicy:
         self.history: list[deque[dict[str, np.ndarray]]] = [deque(maxlen=spec.n_obs_steps) for _ in range(num_envs)]
         self.chunks = np.zeros((num_envs, spec.horizon, spec.action_dim), np.float32)
         self.chunk_index = np.full(num_envs, self.n_action_steps, np.int64)  # >= n_action_steps: a new chunk is due
+        # its own sampling noise: wrappers sharing one policy (a run's training and evaluation bases) do not draw
+        # from, or restart, each other's stream, so how often a run evaluates does not change its training
+        self.generator = torch.Generator()
+        self.generator.manual_seed(policy.seed)
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         """New episodes for the masked envs (default: all). Resetting all of them also restarts the sampling noise,
         so two evaluations of the same envs and seeds see the same base-policy noise (a paired comparison)."""
         if mask is None or np.all(mask):
-            self.policy.reset()
+            self.generator.manual_seed(self.policy.seed)
         for i in np.flatnonzero(np.ones(self.num_envs, bool) if mask is None else mask):
             self.history[i].clear()
             self.chunk_index[i] = self.n_action_steps
@@ -63,7 +68,7 @@ class BatchedChunkPolicy:
             self.history[i].append(one)
         due = np.flatnonzero(self.chunk_index >= self.n_action_steps)
         if len(due):
-            self.chunks[due] = self.policy.predict_batch(self._histories(due))
+            self.chunks[due] = self.policy.predict_batch(self._histories(due), self.generator)
             self.chunk_index[due] = 0
         actions = self.chunks[np.arange(self.num_envs), self.chunk_index]
         self.chunk_index += 1

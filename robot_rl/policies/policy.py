@@ -122,11 +122,13 @@ class ChunkPolicy:
         """A chunk (H, action_dim), float32 in [-1, 1], from a stacked observation history."""
         return self.predict_batch({k: np.asarray(v)[None] for k, v in obs_history.items()})[0]
 
-    def predict_batch(self, obs_histories: dict[str, np.ndarray]) -> np.ndarray:
-        """Chunks (B, H, action_dim) from B stacked histories (B, n_obs_steps, ...): one forward pass for B envs."""
+    def predict_batch(self, obs_histories: dict[str, np.ndarray],
+                      generator: torch.Generator | None = None) -> np.ndarray:
+        """Chunks (B, H, action_dim) from B stacked histories (B, n_obs_steps, ...): one forward pass for B envs.
+        `generator` (default: the policy's own) draws the sampling noise: callers sharing one policy keep their own."""
         with torch.inference_mode(), torch_threads(self.threads):
             obs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in obs_histories.items()}
-            chunks = self.model.sample(obs, self.generator)
+            chunks = self.model.sample(obs, self.generator if generator is None else generator)
         return chunks.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
     def warm_up(self) -> None:

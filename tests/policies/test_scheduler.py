@@ -12,6 +12,7 @@ from policy_helpers import tiny_policy
 
 from robot_rl.errors import UserError
 from robot_rl.policies import ChunkPolicy, ChunkScheduler, PolicyModel, PolicySpec
+from robot_rl.policies.batched import BatchedChunkPolicy
 
 STATE_DIM, ACTION_DIM = 3, 2
 
@@ -148,3 +149,33 @@ def test_scheduler_rejects_bad_settings():
         ChunkScheduler(bc_policy(), mode="sometimes")
     with pytest.raises(UserError, match="n_action_steps"):
         ChunkScheduler(bc_policy(horizon=8), n_action_steps=9)
+
+
+def test_batched_wrappers_sharing_a_policy_keep_their_own_sampling_noise():
+    """A run's training and evaluation bases share one diffusion policy: evaluating (which restarts the evaluation
+    wrapper's noise) must not change the training wrapper's draws, and each restart replays the same noise."""
+    config = tiny_policy("diffusion")
+    spec = PolicySpec(obs_keys=("state",), action_dim=ACTION_DIM, horizon=config.horizon, n_obs_steps=2,
+                      rate_hz=20.0, task="PointReach", obs_shapes={"state": (STATE_DIM,)}, n_action_steps=1,
+                      kind="diffusion")
+    torch.manual_seed(0)
+    policy = ChunkPolicy(PolicyModel(spec, config))
+    batch = {"state": np.stack([obs_at(1)["state"], obs_at(2)["state"]])}
+
+    def draws(wrapper: BatchedChunkPolicy, between=lambda: None) -> list[np.ndarray]:
+        wrapper.reset()
+        out = []
+        for _ in range(3):
+            out.append(wrapper(batch))
+            between()
+        return out
+
+    alone = draws(BatchedChunkPolicy(policy, 2, n_action_steps=1))
+    assert not np.allclose(alone[0], alone[1])  # the same observations, fresh noise: sampling is stochastic
+    evaluation = BatchedChunkPolicy(policy, 2, n_action_steps=1)
+    first_eval = draws(evaluation)
+    interleaved = draws(BatchedChunkPolicy(policy, 2, n_action_steps=1), between=lambda: draws(evaluation))
+    for a, b in zip(alone, interleaved):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first_eval, draws(evaluation)):  # a restart replays the noise: paired evaluations
+        np.testing.assert_array_equal(a, b)

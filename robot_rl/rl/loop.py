@@ -62,10 +62,10 @@ class LoopConfig:
     log_every: int = 1000  # env steps between metric records
     replay_capacity: int = 200_000
     obs_key: str | None = None  # dict observations: the flat vector the networks read (e.g. "state")
+    # with evaluations, checkpoint_dir/best also holds the state of the most successful evaluation so far (the
+    # untrained one at step 0, i.e. the base alone, included): what to deploy when a run peaks early
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end, if checkpoint_dir is set)
-    # with a checkpoint_dir and evaluations, checkpoint_dir/best holds the state of the most successful evaluation
-    # so far (the untrained one at step 0, i.e. the base alone, included): what to deploy when a run peaks early
     resume: bool = False  # continue from checkpoint_dir's latest checkpoint
 
 

@@ -40,7 +40,7 @@ OBS_KEY = "state"  # the flat vector the learner reads (images go to the base po
 @functools.lru_cache(maxsize=4)
 def _checked_policy(path: str, task: str, mtime_ns: int):
     """The checkpoint loaded and checked against the task once per file version: a run's training, evaluation and
-    relabelling bases share it (each wrapper keeps its own per-env state)."""
+    relabelling bases share it (each wrapper keeps its own per-env state and sampling noise)."""
     import sim
     from robot_rl.policies import load_policy
 

@@ -256,8 +256,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints (the last one, and in OUT/checkpoints/best the most successful evaluation's), OUT/log.csv,
     OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an episode store) and OUT/summary.json;
-    returns the summary. `gate={"margin": m, "updates": n}` also runs the
-    deployment gate of the result against its base on the rollouts (summary["gate"]). A recipe that reads cameras
+    returns the summary. `gate={"margin": m, "updates": n}` also runs the deployment gate of the result against its
+    base on the rollouts (summary["gate"]). A recipe that reads cameras
     (`encoder.image_keys`, e.g. ["image_front"]) gets mirrors rendering them at `image_size` pixels, and demos and
     rollouts carry them. `takeover` (enabled) has the task's scripted expert supervise the training episodes and take
     over on drift (`robot_rl.rl.takeover`); its steps are recorded as interventions."""
@@ -349,9 +349,9 @@ def evaluate_residual(task: str, base: str | Path | ExpertSpec | None, residual:
     import sim
     from robot_rl.workflows.candidates import load_residual
 
-    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
-    actor = load_residual(residual) if residual is not None else None
+    actor = load_residual(residual) if residual is not None else None  # a bad path fails before any env exists
     agent, state = (actor.agent, actor.state) if actor is not None else (None, None)
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True)
     try:
         base_fn = load_base(base, task, num_envs, n_action_steps) if base is not None else None
         return evaluate(envs, episodes, base_fn, agent, state, obs_key=OBS_KEY, seed=seed)

@@ -101,6 +101,17 @@ def test_demo_writes_a_report(tmp_path):
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000
 
 
+def test_demo_ranks_the_best_residual_only_when_it_is_neither_the_base_nor_the_last():
+    from robot_rl.workflows.demo import demo_candidates
+
+    run = {"checkpoint_dir": "r/checkpoints", "best_checkpoint": "r/checkpoints/best", "env_steps": 6000}
+    assert list(demo_candidates("b.safetensors", {**run, "best_steps": 0}).values()) == [
+        "b.safetensors", "b.safetensors+r/checkpoints"]  # best at step 0: the untrained residual, i.e. the base
+    assert len(demo_candidates("b.safetensors", {**run, "best_steps": 6000})) == 2  # the last is the best
+    middle = demo_candidates("b.safetensors", {**run, "best_steps": 2000})
+    assert middle["base + best residual (2000 steps)"] == "b.safetensors+r/checkpoints/best"
+
+
 def test_bench_residual_base_settings_follow_the_task():
     """Each task's base gets its `base_per_task` entry (so it lands at 30-70% success), other tasks the plain `base`,
     and a command-line override of the entry wins."""

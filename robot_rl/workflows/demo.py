@@ -145,18 +145,28 @@ def residual_stage(report: Report, run_dir: Path, base: str, demos: Path, cfg: D
     return summary
 
 
+def demo_candidates(base: str, residual: dict) -> dict[str, str]:
+    """What the demo produced, label -> candidate spec: the base, the base with its last residual, and with the best
+    evaluation's residual when that is neither the untrained one (step 0: the base itself) nor the last."""
+    candidates = {"base": base, "base + residual": f"{base}+{residual['checkpoint_dir']}"}
+    if 0 < residual["best_steps"] < residual["env_steps"]:
+        candidates[f"base + best residual ({residual['best_steps']} steps)"] = f"{base}+{residual['best_checkpoint']}"
+    return candidates
+
+
 def rank_stage(report: Report, run_dir: Path, base: str, residual: dict, cfg: DictConfig, task: str) -> dict:
-    """Rank what the demo produced (the base, the base with its residual) from the residual run's logged rollouts
-    alone, then score that ranking against rollouts in the mirror (both within the task's episode limit)."""
+    """Rank what the demo produced (`demo_candidates`) from the residual run's logged rollouts alone, then score that
+    ranking against rollouts in the mirror (both within the task's episode limit)."""
     from robot_rl.eval.chunked_td import EvaluatorConfig
     from robot_rl.workflows.rank import format_table, rank_policies
 
-    candidates = [base, f"{base}+{residual['checkpoint_dir']}"]
+    labels = {spec: label for label, spec in demo_candidates(base, residual).items()}
+    candidates = list(labels)
     evaluator = EvaluatorConfig(updates=int(cfg.updates), updates_per_call=min(500, int(cfg.updates)),
                                 time_limit=sim.load_settings(task).max_steps)
     result = rank_policies(candidates, residual["rollouts"], evaluator=evaluator, truth="sim",
                            truth_episodes=int(cfg.truth_episodes), out=run_dir / "rank", progress=False)
-    rows = [{"candidate": "base" if r["name"] == base else "base + residual", "rank": r["rank"],
+    rows = [{"candidate": labels[r["name"]], "rank": r["rank"],
              "estimate": r["estimate"], "pessimistic": r["pessimistic"], "spread": r["spread"], "fqe": r["fqe"],
              "true (sim)": r.get("true")} for r in result["candidates"]]
     images = [str(p.relative_to(run_dir)) for p in sorted((run_dir / "rank").glob("*.png"))]

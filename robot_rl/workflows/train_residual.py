@@ -257,10 +257,10 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     Writes OUT/checkpoints (the last one, and in OUT/checkpoints/best the most successful evaluation's), OUT/log.csv,
     OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an episode store) and OUT/summary.json;
     returns the summary. `gate={"margin": m, "updates": n}` also runs the deployment gate of the result against its
-    base on the rollouts (summary["gate"]). A recipe that reads cameras
-    (`encoder.image_keys`, e.g. ["image_front"]) gets mirrors rendering them at `image_size` pixels, and demos and
-    rollouts carry them. `takeover` (enabled) has the task's scripted expert supervise the training episodes and take
-    over on drift (`robot_rl.rl.takeover`); its steps are recorded as interventions."""
+    base on the rollouts (summary["gate"]). A recipe that reads cameras (`encoder.image_keys`, e.g. ["image_front"])
+    gets mirrors rendering them at `image_size` pixels, and demos and rollouts carry them. `takeover` (enabled) has
+    the task's scripted expert supervise the training episodes and take over on drift (`robot_rl.rl.takeover`); its
+    steps are recorded as interventions."""
     import sim
 
     if recipe.enabled and base is None:

@@ -11,12 +11,15 @@
    return within the task's episode limit, the quantity the estimators estimate (`time_limit`: they count returns
    within the same limit).
 4. Estimators on the same data (`robot_rl.workflows.rank.rank_policies`): chunked TD, per-step FQE (horizon 1, same
-   critic and budget), and the Monte-Carlo return of each candidate's own logged episodes.
+   critic and budget), and the Monte-Carlo return of each candidate's own logged episodes. Steps 2 and 4 repeat for
+   `data_draws` draws of the logged data (logging seeds seed, seed + 1, ...): with a few episodes per candidate one
+   draw's ranking is largely luck (Spearman 0.56 on one, 0.12 on the next), so the scores are means over draws.
 5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
    (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted demos, and its success
    rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
-Last stdout line: {"n_policies", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3"}, "fqe": {...}, "mc": {...},
-"steering": {...}, "targets_met"}. Full scores, per-candidate values and plots go to `out`.
+Last stdout line: {"n_policies", "data_draws", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3" (means over
+draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "steering": {...}, "targets_met"}. Full scores,
+per-candidate values and plots go to `out` (draw 0) and `out/draw_N`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tqdm import tqdm
 
 import sim
 from robot_rl.data import EpisodeStore
+from robot_rl.errors import UserError
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.eval.steering import SteeredPolicy
 from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_policy
@@ -45,6 +49,7 @@ from robot_rl.workflows.collect import collect, make_task_env
 from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, load_cache, rank_policies
 
 TARGETS = {"spearman": 0.9, "regret_at_1": 0.05, "steering_gain_points": 5.0}
+SCORE_KEYS = ("spearman", "regret_at_1", "sharpe_at_3")
 
 
 @dataclass(frozen=True)
@@ -210,14 +215,27 @@ def bench_steering(base: Candidate, data: Path, task: str, evaluator: EvaluatorC
             "critic_value": estimate.value, "episodes": episodes}
 
 
+def summarize_draws(draws: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """{estimator: {metric: mean over draws, "per_draw": {metric: [one value per draw]}}} from one {estimator:
+    {metric: value}} per data draw. An infinite Sharpe in one draw (zero spread in its top k) makes the mean
+    infinite."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name in draws[0]:
+        per_draw = {key: [float(d[name][key]) for d in draws] for key in SCORE_KEYS}
+        summary[name] = {**{key: float(np.mean(v)) for key, v in per_draw.items()}, "per_draw": per_draw}
+    return summary
+
+
 def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: EvaluatorConfig | None = None,
               baseline: EvaluatorConfig | None = None, cache_dir: str | Path = "runs/bench/ope/cache",
               out: str | Path = "runs/bench/ope", truth_episodes: int = 200, demos: int = 40,
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
-              drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, seed: int = 0,
-              progress: bool = True) -> dict[str, Any]:
+              drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, data_draws: int = 3,
+              seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
+    if data_draws < 1:
+        raise UserError(f"data_draws must be at least 1, got {data_draws}")
     evaluator = evaluator or EvaluatorConfig(horizon=8)
     baseline = baseline or fqe_config(evaluator)
     if time_limit:
@@ -241,18 +259,21 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         steer_behaviour = (steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps,
                                                         steer_base.policy.reset))
         behaviours.append(steer_behaviour)
-    data = log_data(out / "logged", task, behaviours, demos, demo_noise, demo_fail_prob, episodes_per_candidate,
-                    takeover_fraction, noise, drift_threshold, drift_patience, seed, progress)
-    result = rank_policies(candidates, data, evaluator, baseline,
-                           truth={c.name: t["value"] for c, t in zip(candidates, truth)}, out=out, seed=seed,
-                           progress=progress)
-    for row, t in zip(result["candidates"], truth):
-        row.update(true_success=t["success_rate"])
-    if progress:
-        print(format_table(result), file=sys.stderr)
-    summary: dict[str, Any] = {"n_policies": len(candidates)}
-    for name, score in result["scores"].items():
-        summary[name] = {key: score[key] for key in ("spearman", "regret_at_1", "sharpe_at_3")}
+    draws = []
+    for draw in range(data_draws):
+        draw_out = out if draw == 0 else out / f"draw_{draw}"
+        data = log_data(draw_out / "logged", task, behaviours, demos, demo_noise, demo_fail_prob,
+                        episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
+                        seed + draw, progress)
+        result = rank_policies(candidates, data, evaluator, baseline,
+                               truth={c.name: t["value"] for c, t in zip(candidates, truth)}, out=draw_out,
+                               seed=seed, progress=progress)
+        for row, t in zip(result["candidates"], truth):
+            row.update(true_success=t["success_rate"])
+        if progress:
+            print(f"data draw {draw} (logging seed {seed + draw}):\n{format_table(result)}", file=sys.stderr)
+        draws.append(result["scores"])
+    summary: dict[str, Any] = {"n_policies": len(candidates), "data_draws": data_draws, **summarize_draws(draws)}
     if steer_base is not None:
         steer_data = log_data(out / "steer_logged", task, [steer_behaviour], demos, demo_noise, demo_fail_prob,
                               int(steer["logged_episodes"]), 0.0, 0.0, drift_threshold, drift_patience, seed, progress)
@@ -287,4 +308,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      episodes_per_candidate=int(pick("episodes_per_candidate")),
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
-                     time_limit=bool(cfg.time_limit), steer=steer, seed=int(cfg.seed), progress=bool(cfg.progress))
+                     time_limit=bool(cfg.time_limit), steer=steer, data_draws=int(pick("data_draws")),
+                     seed=int(cfg.seed), progress=bool(cfg.progress))

@@ -150,6 +150,12 @@ def logged_episode(writer: Any, env: Any, act: Callable, expert: Any, rng: np.ra
                        domain=env.variant.name)
 
 
+def episode_seed(seed: int, behaviour: int, episode: int) -> int:
+    """The reset seed of one logged episode: a different logging `seed` draws other initial states (and other samples
+    of a stochastic policy), not only other noise; apart from the truth rollouts' seeds (0, 1, ...)."""
+    return 100_000 + 1_000_000 * seed + 1000 * behaviour + episode
+
+
 def log_data(root: Path, task: str, behaviours: Sequence[tuple[str, Any]], demos: int, demo_noise: float,
              demo_fail_prob: float, episodes: int, takeover_fraction: float, noise: float, drift_threshold: float,
              drift_patience: int, seed: int, progress: bool) -> Path:
@@ -168,7 +174,7 @@ def log_data(root: Path, task: str, behaviours: Sequence[tuple[str, Any]], demos
                                                    disable=not progress)):
                 for j in range(episodes):
                     logged_episode(writer, env, actor, expert, rng, noise, j < supervised, drift_threshold,
-                                   drift_patience, name, seed=100_000 + 1000 * b + j)
+                                   drift_patience, name, seed=episode_seed(seed, b, j))
     finally:
         store.close()
         env.close()

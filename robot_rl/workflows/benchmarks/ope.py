@@ -12,8 +12,8 @@
    within the same limit).
 4. Estimators on the same data (`robot_rl.workflows.rank.rank_policies`): chunked TD, per-step FQE (horizon 1, same
    critic and budget), and the Monte-Carlo return of each candidate's own logged episodes. Steps 2 and 4 repeat for
-   `data_draws` draws of the logged data (logging seeds seed, seed + 1, ...): with a few episodes per candidate one
-   draw's ranking is largely luck (Spearman 0.56 on one, 0.12 on the next), so the scores are means over draws.
+   `data_draws` draws of the logged data (logging seeds seed, seed + 1, ...: other initial states, noise and demos):
+   with a few episodes per candidate one draw's ranking is largely luck, so the scores are means over draws.
 5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
    (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted demos, and its success
    rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.

@@ -265,15 +265,15 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         steer_behaviour = (steer_base.name, ChunkActor(steer_base, 2, steer_base.spec.n_action_steps,
                                                         steer_base.policy.reset))
         behaviours.append(steer_behaviour)
+    true_values = {c.name: t["value"] for c, t in zip(candidates, truth)}
     draws = []
     for draw in range(data_draws):
         draw_out = out if draw == 0 else out / f"draw_{draw}"
         data = log_data(draw_out / "logged", task, behaviours, demos, demo_noise, demo_fail_prob,
                         episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
                         seed + draw, progress)
-        result = rank_policies(candidates, data, evaluator, baseline,
-                               truth={c.name: t["value"] for c, t in zip(candidates, truth)}, out=draw_out,
-                               seed=seed, progress=progress)
+        result = rank_policies(candidates, data, evaluator, baseline, truth=true_values, out=draw_out, seed=seed,
+                               progress=progress)
         for row, t in zip(result["candidates"], truth):
             row.update(true_success=t["success_rate"])
         if progress:

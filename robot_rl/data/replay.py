@@ -8,7 +8,7 @@ the cache, so every sampleable window lies inside one live episode.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +112,24 @@ class ReplayCache:
         self._head = stop
         self.version += 1
         self._episodes.append(_Episode(start, length, self.version))
+
+    def select(self, episodes: Sequence[int]) -> ReplayCache:
+        """A new cache holding only the chosen live episodes (indices in `episode_starts()` order), steps, groups and
+        rewards as they are here: e.g. the logged data without one policy's own episodes."""
+        live = list(self._episodes)
+        chosen = [live[i] for i in episodes]
+        out = ReplayCache(sum(e.length for e in chosen) + 1, self.spec)
+        per_slot = ("steps_left", "step", "ends_terminal", "group", "valid")
+        for episode in chosen:
+            source = slice(episode.start, episode.start + episode.length)
+            target = slice(out._head, out._head + episode.length)
+            for key in self.spec:
+                out.data[key][target] = self.data[key][source]
+            for name in per_slot:
+                getattr(out, name)[target] = getattr(self, name)[source]
+            out._head, out.version = target.stop, out.version + 1
+            out._episodes.append(_Episode(target.start, episode.length, out.version))
+        return out
 
     def _evict(self, start: int, stop: int) -> None:
         """Remove every live episode that overlaps slots [start, stop)."""

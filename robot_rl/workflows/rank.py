@@ -110,13 +110,17 @@ def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | 
 def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evaluator: EvaluatorConfig | None = None,
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
-                  out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                  out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True,
+                  leave_out: bool = False) -> dict[str, Any]:
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
+
+    `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the
+    critics rank policies nobody has deployed yet; Monte Carlo then has nothing to go on).
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
-    mc_episodes[, true]}], "behavior_value", "n_policies"[, "scores": {estimator: ops.score_estimator(...)}], "out"};
-    writes ranking.json and plots to `out` (when not None).
+    mc_episodes, data_episodes (the episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies"[,
+    "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()
     baseline = baseline or fqe_config(evaluator)
@@ -129,15 +133,22 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     names = [c.name for c in loaded]
     cache, policy_ids = load_cache(data, evaluator.obs_key)
 
-    chunked, fqe = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
+    on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
     rows = []
     for candidate in _progress(loaded, progress, "rank"):
+        chunked, fqe = on_all
+        if leave_out and candidate.name in policy_ids:
+            others = cache.select([i for i, p in enumerate(policy_ids) if p != candidate.name])
+            chunked, fqe = ChunkedTDEvaluator(evaluator, others), ChunkedTDEvaluator(baseline, others)
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe
-        proposals = longer.policy_chunks(candidate, np.flatnonzero(cache.valid))  # one pass, both critics
+        proposals = longer.policy_chunks(candidate, np.flatnonzero(longer.cache.valid))  # one pass, both critics
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
-                     "spread": est.spread, "fqe": base.value})
-    mc, mc_episodes = mc_by_candidate(cache, policy_ids, names, evaluator.gamma)
+                     "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
+    if leave_out:  # no candidate has episodes of its own: Monte Carlo knows nothing about any of them
+        mc, mc_episodes = [mc_value(cache, evaluator.gamma)] * len(names), [0] * len(names)
+    else:
+        mc, mc_episodes = mc_by_candidate(cache, policy_ids, names, evaluator.gamma)
     order = np.argsort([-r["estimate"] for r in rows], kind="stable")
     for rank, i in enumerate(order, start=1):
         rows[i].update(rank=rank)
@@ -158,7 +169,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
             true_values = read_truth_csv(truth, names)
         for row, value in zip(rows, true_values):
             row.update(true=value)
-        estimates = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows], "mc": mc}
+        estimates = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows], "mc": mc,
+                     "pessimistic": [r["pessimistic"] for r in rows]}  # what the deployment gate compares
         result["scores"] = {name: ops.score_estimator(true_values, est, result["behavior_value"])
                             for name, est in estimates.items()}
     if out is not None:
@@ -252,6 +264,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         evaluator=evaluator_config(OmegaConf.to_container(cfg.evaluator, resolve=True)),
         baseline=evaluator_config(OmegaConf.to_container(cfg.baseline, resolve=True)),
         truth=cfg.truth, task=cfg.task, variant=OmegaConf.to_container(cfg.variant, resolve=True),
-        truth_episodes=int(cfg.truth_episodes), out=cfg.out, seed=int(cfg.seed), progress=bool(cfg.progress))
+        truth_episodes=int(cfg.truth_episodes), out=cfg.out, seed=int(cfg.seed), progress=bool(cfg.progress),
+        leave_out=bool(cfg.leave_out))
     print(format_table(result))
     return result

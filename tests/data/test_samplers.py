@@ -125,6 +125,23 @@ def test_ring_evicts_whole_episodes():
         cache.add_episode(episode([0] * 11, terminal=True), "policy")
 
 
+def test_select_keeps_the_chosen_episodes_whole():
+    cache = ReplayCache(20, SPEC)
+    cache.add_episode(episode([0, 1], terminal=True, first_obs=0), "scripted")
+    cache.add_episode(episode([0, 0, 1], terminal=False, first_obs=10, intervention=[False, True, True]), "policy")
+    cache.add_episode(episode([1] * 4, terminal=True, first_obs=20), "policy")
+    part = cache.select([2, 1])
+    assert part.num_episodes == 2 and part.size == 7 and part.capacity == 8
+    starts = part.episode_starts()
+    assert part.data["obs/state"][starts, 0].tolist() == [20, 10]
+    assert part.steps_left[:7].tolist() == [4, 3, 2, 1, 3, 2, 1] and part.step[:7].tolist() == [0, 1, 2, 3, 0, 1, 2]
+    assert part.ends_terminal[:7].tolist() == [True] * 4 + [False] * 3
+    assert part.group[4:7].tolist() == [1, 0, 0]  # the takeover steps stay on the demo side
+    batch = ChunkSampler(part, horizon=2, gamma=1.0, fractions={"demo": 0.5, "online": 0.5}, seed=0).sample(400)
+    assert set(batch["obs/state"][:, 0].tolist()) == {10, 20, 21, 22, 23}  # a cut episode's last window must fit
+    assert cache.num_episodes == 3  # the source is untouched
+
+
 def test_cache_syncs_the_committed_tail_of_a_store(tmp_path, schema):
     store = EpisodeStore.create(tmp_path / "s", schema)
     write_episodes(store, range(6))

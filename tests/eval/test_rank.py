@@ -1,18 +1,21 @@
 """`robot-rl rank` end to end on a tiny store with tiny candidates (two base policies and a base + residual), and its
 one-line errors for bad input. Real MuJoCo, real zarr, real torch and JAX; sizes cut to the bone."""
 
+import functools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from robot_rl.cli.main import main
-from robot_rl.data import ReplayCache
+from robot_rl.data import EpisodeStore, ReplayCache
+from robot_rl.eval.chunked_td import EvaluatorConfig
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect
-from robot_rl.workflows.rank import mc_by_candidate
+from robot_rl.workflows.rank import mc_by_candidate, rank_policies
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
@@ -54,7 +57,7 @@ def test_rank_end_to_end_writes_table_json_and_plots(setup, capsys):
     for row in result["candidates"]:
         assert row["pessimistic"] <= row["estimate"] and row["spread"] >= 0 and row["mc_episodes"] == 0
         assert row["name"] in candidates and "true" in row
-    assert set(result["scores"]) == {"chunked_td", "fqe", "mc"}
+    assert set(result["scores"]) == {"chunked_td", "fqe", "mc", "pessimistic"}
     assert "spearman" in result["scores"]["chunked_td"] and "sharpe_at_3" in result["scores"]["fqe"]
     assert any(line.split()[:1] == ["1"] for line in lines[:-1])  # the table, best first
     written = json.loads((out / "ranking.json").read_text())
@@ -90,6 +93,31 @@ def test_bad_input_is_one_line(setup, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (root / "bad").exists()  # nothing partial
+
+
+def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path):
+    root, store, candidates = setup
+    data = tmp_path / "logged"
+    shutil.copytree(store, data)
+    own, never = load_candidate(candidates[0]), load_candidate(candidates[1])
+    with EpisodeStore.open(data, mode="a") as logged:  # two episodes "of" the first candidate
+        steps = logged.read_steps(0, int(logged.episode_ends[0]))
+        with logged.writer() as writer:
+            for _ in range(2):
+                for i in range(len(steps["reward"])):
+                    writer.add_step({key: value[i] for key, value in steps.items()})
+                writer.end_episode(success=True, source="policy", policy_id=own.name)
+    settings = dict(updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
+    evaluator = EvaluatorConfig(horizon=8, **settings)
+    rank = functools.partial(rank_policies, [own, never], data, evaluator, out=None, progress=False)
+    seen, left_out = rank(), rank(leave_out=True)
+    assert [r["data_episodes"] for r in seen["candidates"]] == [6, 6]
+    assert [r["mc_episodes"] for r in seen["candidates"]] == [2, 0]
+    assert [r["data_episodes"] for r in left_out["candidates"]] == [4, 6]  # only its own episodes leave
+    assert [r["mc_episodes"] for r in left_out["candidates"]] == [0, 0]
+    assert left_out["candidates"][0]["mc"] == left_out["candidates"][1]["mc"] == seen["behavior_value"]
+    assert left_out["candidates"][0]["estimate"] != seen["candidates"][0]["estimate"]
+    assert left_out["candidates"][1]["estimate"] == seen["candidates"][1]["estimate"]  # same data, same seed
 
 
 def test_monte_carlo_by_candidate_by_hand():

@@ -14,11 +14,14 @@
    critic and budget), and the Monte-Carlo return of each candidate's own logged episodes. Steps 2 and 4 repeat for
    `data_draws` draws of the logged data (logging seeds seed, seed + 1, ...: other initial states, noise and demos):
    with a few episodes per candidate one draw's ranking is largely luck, so the scores are means over draws.
+   `leave_out`: each candidate is valued on the draw without its own episodes, as a policy that never ran would be
+   (the evaluator's real use: Monte Carlo then knows nothing, and the critics must carry values across policies).
 5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
    (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted demos, and its success
    rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
 Last stdout line: {"n_policies", "data_draws", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3" (means over
-draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "steering": {...}, "targets_met"}. Full scores,
+draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "pessimistic": {...} (chunked TD ranked by its
+ensemble minimum, the value the deployment gate compares), "steering": {...}, "targets_met"}. Full scores,
 per-candidate values and plots go to `out` (draw 0) and `out/draw_N`.
 """
 
@@ -238,7 +241,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
               drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, data_draws: int = 3,
-              seed: int = 0, progress: bool = True) -> dict[str, Any]:
+              leave_out: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     if data_draws < 1:
         raise UserError(f"data_draws must be at least 1, got {data_draws}")
@@ -273,7 +276,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                         episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
                         seed + draw, progress)
         result = rank_policies(candidates, data, evaluator, baseline, truth=true_values, out=draw_out, seed=seed,
-                               progress=progress)
+                               progress=progress, leave_out=leave_out)
         for row, t in zip(result["candidates"], truth):
             row.update(true_success=t["success_rate"])
         if progress:
@@ -315,4 +318,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
                      time_limit=bool(cfg.time_limit), steer=steer, data_draws=int(pick("data_draws")),
-                     seed=int(cfg.seed), progress=bool(cfg.progress))
+                     leave_out=bool(cfg.leave_out), seed=int(cfg.seed), progress=bool(cfg.progress))

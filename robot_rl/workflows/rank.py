@@ -196,7 +196,7 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}")
         lines.append(line + (f"  {r['true']:7.4f}" if has_truth else ""))
     for name, score in result.get("scores", {}).items():
-        lines.append(f"{name:>10}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
+        lines.append(f"{name:>11}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
                      f"regret@3 {score['regret_at_3']:.3f}  sharpe@3 {score.get('sharpe_at_3', float('nan')):.3f}")
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ import pytest
 
 from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
-from robot_rl.workflows.benchmarks.ope import bench_ope, log_data, summarize_draws
+from robot_rl.workflows.benchmarks.ope import bench_ope, log_data, remove_stale_draws, summarize_draws
 from robot_rl.workflows.collect import make_task_env
 
 
@@ -24,6 +24,18 @@ def test_scores_are_means_over_draws_and_each_draw_is_kept():
     assert "nmse" not in summary["chunked_td"]  # the last line carries the three metrics the issue names
     assert summary["fqe"]["spearman"] == pytest.approx(-0.05)
     assert summary["fqe"]["per_draw"]["regret_at_1"] == [0.9, 0.5]
+
+
+def test_a_run_with_fewer_draws_removes_the_extra_draw_folders(tmp_path):
+    for name in ("logged", "draw_1", "draw_2", "draw_3"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ranking.json").write_text("{}")
+    (tmp_path / "draw_notes.txt").write_text("mine")
+    remove_stale_draws(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_1", "draw_notes.txt", "logged"]
+    remove_stale_draws(tmp_path, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_notes.txt", "logged"]
+    remove_stale_draws(tmp_path / "missing", 1)  # a first run: nothing to remove
 
 
 def test_no_data_draw_is_a_clear_error():

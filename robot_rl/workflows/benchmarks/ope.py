@@ -235,6 +235,20 @@ def summarize_draws(draws: Sequence[dict[str, dict[str, float]]]) -> dict[str, d
     return summary
 
 
+def draw_dir(out: Path, draw: int) -> Path:
+    """Where data draw `draw` writes its logged store, ranking and plots: `out` for draw 0 (the paths the README
+    names), `out/draw_N` for the others."""
+    return out if draw == 0 else out / f"draw_{draw}"
+
+
+def remove_stale_draws(out: Path, data_draws: int) -> None:
+    """Delete `out/draw_N` folders an earlier run with more draws left, so `out` holds this run's draws only."""
+    keep = {draw_dir(out, d) for d in range(data_draws)}
+    for folder in out.glob("draw_*"):
+        if folder.is_dir() and folder not in keep:
+            shutil.rmtree(folder)
+
+
 def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: EvaluatorConfig | None = None,
               baseline: EvaluatorConfig | None = None, cache_dir: str | Path = "runs/bench/ope/cache",
               out: str | Path = "runs/bench/ope", truth_episodes: int = 200, demos: int = 40,
@@ -269,9 +283,10 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                                                         steer_base.policy.reset))
         behaviours.append(steer_behaviour)
     true_values = {c.name: t["value"] for c, t in zip(candidates, truth)}
+    remove_stale_draws(out, data_draws)
     draws = []
     for draw in range(data_draws):
-        draw_out = out if draw == 0 else out / f"draw_{draw}"
+        draw_out = draw_dir(out, draw)
         data = log_data(draw_out / "logged", task, behaviours, demos, demo_noise, demo_fail_prob,
                         episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
                         seed + draw, progress)

@@ -115,8 +115,11 @@ class ReplayCache:
 
     def select(self, episodes: Sequence[int]) -> ReplayCache:
         """A new cache holding only the chosen live episodes (indices in `episode_starts()` order), steps, groups and
-        rewards as they are here: e.g. the logged data without one policy's own episodes."""
+        rewards as they are here: e.g. the logged data without one policy's own episodes. A snapshot for sampling,
+        not for `sync` (it does not know which store episodes it holds)."""
         live = list(self._episodes)
+        if len(set(episodes)) != len(episodes) or any(not 0 <= i < len(live) for i in episodes):
+            raise UserError(f"select takes distinct episode indices in [0, {len(live)}), got {list(episodes)}")
         chosen = [live[i] for i in episodes]
         out = ReplayCache(sum(e.length for e in chosen) + 1, self.spec)
         per_slot = ("steps_left", "step", "ends_terminal", "group", "valid")

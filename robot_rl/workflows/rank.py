@@ -1,9 +1,10 @@
-"""`robot-rl rank candidates=[SPEC,...] data=ROOT [truth=sim|PATH.csv] [out=DIR]`: rank policies from logged data.
+"""`robot-rl rank candidates=[SPEC,...] data=ROOT [truth=sim|PATH.csv] [out=DIR] [leave_out=true]`: rank policies.
 
 `rank_policies(...)` is the plain function that `robot-rl demo`, the OPE benchmark and the tests call. Per candidate it
 fits a chunked-TD critic (estimate, pessimistic value, spread over the ensemble), and as baselines on the same data a
 per-step FQE critic and the Monte-Carlo return of the candidate's own logged episodes (episodes whose `policy_id` is
-the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). With true
+the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). With
+`leave_out` every candidate is valued as one never logged: its critics are fitted without its own episodes. With true
 values (rolled out in a mirror, read from a CSV, or passed in) every estimator is scored with `robot_rl.eval.ops`.
 `robot-rl rank method=sim2real ...` is the sim-to-real ranking of `robot_rl.workflows.sim2real`.
 """
@@ -115,7 +116,9 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
 
     `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the
-    critics rank policies nobody has deployed yet; Monte Carlo then has nothing to go on).
+    critics rank policies nobody has deployed yet). Its value is then the mean over the initial states of that data
+    (its own episodes' starts left out too), and Monte Carlo, with nothing to go on, gives every candidate the mean
+    return of all data (a constant: undefined rank correlation, regret 1). Each subset costs its critics a compile.
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
@@ -138,15 +141,20 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     for candidate in _progress(loaded, progress, "rank"):
         chunked, fqe = on_all
         if leave_out and candidate.name in policy_ids:
-            others = cache.select([i for i, p in enumerate(policy_ids) if p != candidate.name])
+            kept = [i for i, p in enumerate(policy_ids) if p != candidate.name]
+            if not kept:
+                raise UserError(f"leave_out: every logged episode in {data} is candidate {candidate.name}'s own, so "
+                                "nothing is left to value it on; log other policies too, or set leave_out=false")
+            others = cache.select(kept)
             chunked, fqe = ChunkedTDEvaluator(evaluator, others), ChunkedTDEvaluator(baseline, others)
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe
         proposals = longer.policy_chunks(candidate, np.flatnonzero(longer.cache.valid))  # one pass, both critics
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
                      "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
+    behavior_value = mc_value(cache, evaluator.gamma)
     if leave_out:  # no candidate has episodes of its own: Monte Carlo knows nothing about any of them
-        mc, mc_episodes = [mc_value(cache, evaluator.gamma)] * len(names), [0] * len(names)
+        mc, mc_episodes = [behavior_value] * len(names), [0] * len(names)
     else:
         mc, mc_episodes = mc_by_candidate(cache, policy_ids, names, evaluator.gamma)
     order = np.argsort([-r["estimate"] for r in rows], kind="stable")
@@ -154,8 +162,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         rows[i].update(rank=rank)
     for row, value, count in zip(rows, mc, mc_episodes):
         row.update(mc=value, mc_episodes=count)
-    result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": mc_value(cache, evaluator.gamma),
-                              "candidates": rows}
+    result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": behavior_value, "candidates": rows}
 
     if truth is not None:
         if isinstance(truth, Mapping):
@@ -209,7 +216,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ranking.json").write_text(json.dumps(_finite(result), indent=1))
+    (out / "ranking.json").write_text(json.dumps(json_finite(result), indent=1))
     rows = result["candidates"]
     if "true" not in rows[0]:
         return out
@@ -241,13 +248,14 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
     return out
 
 
-def _finite(value: Any) -> Any:
+def json_finite(value: Any) -> Any:
+    """JSON has no NaN or inf: undefined scores (a rank correlation of constant estimates) are written as null."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_finite(v) for v in value]
     return value
 
 

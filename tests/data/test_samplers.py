@@ -140,6 +140,9 @@ def test_select_keeps_the_chosen_episodes_whole():
     batch = ChunkSampler(part, horizon=2, gamma=1.0, fractions={"demo": 0.5, "online": 0.5}, seed=0).sample(400)
     assert set(batch["obs/state"][:, 0].tolist()) == {10, 20, 21, 22, 23}  # a cut episode's last window must fit
     assert cache.num_episodes == 3  # the source is untouched
+    for bad in ([0, 0], [3], [-1]):
+        with pytest.raises(UserError, match="distinct episode indices"):
+            cache.select(bad)
 
 
 def test_cache_syncs_the_committed_tail_of_a_store(tmp_path, schema):

@@ -1,6 +1,7 @@
 """`robot-rl rank` end to end on a tiny store with tiny candidates (two base policies and a base + residual), and its
 one-line errors for bad input. Real MuJoCo, real zarr, real torch and JAX; sizes cut to the bone."""
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -11,11 +12,12 @@ import pytest
 
 from robot_rl.cli.main import main
 from robot_rl.data import EpisodeStore, ReplayCache
-from robot_rl.eval.chunked_td import EvaluatorConfig
+from robot_rl.errors import UserError
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect
-from robot_rl.workflows.rank import mc_by_candidate, rank_policies
+from robot_rl.workflows.rank import load_cache, mc_by_candidate, rank_policies
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
@@ -116,8 +118,16 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
     assert [r["data_episodes"] for r in left_out["candidates"]] == [4, 6]  # only its own episodes leave
     assert [r["mc_episodes"] for r in left_out["candidates"]] == [0, 0]
     assert left_out["candidates"][0]["mc"] == left_out["candidates"][1]["mc"] == seen["behavior_value"]
+    cache, _ = load_cache(data, evaluator.obs_key)
+    alone = ChunkedTDEvaluator(evaluator, cache.select(range(4))).fit(own)  # the store's first four episodes
+    assert left_out["candidates"][0]["estimate"] == pytest.approx(alone.value, abs=1e-6)
     assert left_out["candidates"][0]["estimate"] != seen["candidates"][0]["estimate"]
     assert left_out["candidates"][1]["estimate"] == seen["candidates"][1]["estimate"]  # same data, same seed
+    with EpisodeStore.open(store) as logged:
+        expert = str(logged.meta["policy_id"][0])
+    with pytest.raises(UserError, match="nothing is left to value it on"):  # every episode is its own
+        rank_policies([dataclasses.replace(own, name=expert)], store, evaluator, out=None, progress=False,
+                      leave_out=True)
 
 
 def test_monte_carlo_by_candidate_by_hand():

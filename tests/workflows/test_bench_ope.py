@@ -27,14 +27,14 @@ def test_scores_are_means_over_draws_and_each_draw_is_kept():
 
 
 def test_a_run_with_fewer_draws_removes_the_extra_draw_folders(tmp_path):
-    for name in ("logged", "draw_1", "draw_2", "draw_3"):
+    for name in ("logged", "draw_1", "draw_2", "draw_3", "draw_plots"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "ranking.json").write_text("{}")
     (tmp_path / "draw_notes.txt").write_text("mine")
     remove_stale_draws(tmp_path, 2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_1", "draw_notes.txt", "logged"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_1", "draw_notes.txt", "draw_plots", "logged"]
     remove_stale_draws(tmp_path, 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_notes.txt", "logged"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_notes.txt", "draw_plots", "logged"]
     remove_stale_draws(tmp_path / "missing", 1)  # a first run: nothing to remove
 
 

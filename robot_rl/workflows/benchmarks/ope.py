@@ -49,7 +49,7 @@ from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_poli
 from robot_rl.rl.takeover import DriftTakeover
 from robot_rl.workflows.candidates import Candidate, rollout_values
 from robot_rl.workflows.collect import collect, make_task_env
-from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, load_cache, rank_policies
+from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, json_finite, load_cache, rank_policies
 
 TARGETS = {"spearman": 0.9, "regret_at_1": 0.05, "steering_gain_points": 5.0}
 SCORE_KEYS = ("spearman", "regret_at_1", "sharpe_at_3")
@@ -242,10 +242,11 @@ def draw_dir(out: Path, draw: int) -> Path:
 
 
 def remove_stale_draws(out: Path, data_draws: int) -> None:
-    """Delete `out/draw_N` folders an earlier run with more draws left, so `out` holds this run's draws only."""
+    """Delete the `out/draw_N` folders (N a number) an earlier run with more draws left, so `out` holds this run's
+    draws only; nothing else in `out` is touched."""
     keep = {draw_dir(out, d) for d in range(data_draws)}
     for folder in out.glob("draw_*"):
-        if folder.is_dir() and folder not in keep:
+        if folder.is_dir() and folder.name.removeprefix("draw_").isdigit() and folder not in keep:
             shutil.rmtree(folder)
 
 
@@ -312,7 +313,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         ours["spearman"] >= TARGETS["spearman"] and ours["regret_at_1"] <= TARGETS["regret_at_1"]
         and ours["spearman"] > fqe["spearman"] and ours["regret_at_1"] <= fqe["regret_at_1"]
         and (steer_base is None or summary["steering"]["gain_points"] >= TARGETS["steering_gain_points"]))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "summary.json").write_text(json.dumps(json_finite(summary), indent=1, default=float))
     return summary
 
 

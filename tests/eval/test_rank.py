@@ -109,8 +109,7 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
                 for i in range(len(steps["reward"])):
                     writer.add_step({key: value[i] for key, value in steps.items()})
                 writer.end_episode(success=True, source="policy", policy_id=own.name)
-    settings = dict(updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
-    evaluator = EvaluatorConfig(horizon=8, **settings)
+    evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
     rank = functools.partial(rank_policies, [own, never], data, evaluator, out=None, progress=False)
     seen, left_out = rank(), rank(leave_out=True)
     assert [r["data_episodes"] for r in seen["candidates"]] == [6, 6]

@@ -143,7 +143,7 @@ class EpisodeStore:
         """
         root = str(root)
         specs = parse_schema(schema)
-        if cls._exists(root):
+        if cls.exists(root):
             if not exist_ok:
                 raise UserError(f"{root} already exists; open it with EpisodeStore.open(root, mode='a') "
                                 "or choose a new path")
@@ -199,7 +199,9 @@ class EpisodeStore:
             raise
 
     @staticmethod
-    def _exists(root: str) -> bool:
+    def exists(root: str | Path) -> bool:
+        """Whether a store (or at least a zarr group) is at `root`."""
+        root = str(root)
         if _is_url(root):
             try:
                 zarr.open_group(_zarr_store(root, read_only=True), mode="r")

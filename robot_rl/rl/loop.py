@@ -66,7 +66,7 @@ class LoopConfig:
     # untrained one at step 0, i.e. the base alone, included): what to deploy when a run peaks early
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end, if checkpoint_dir is set)
-    resume: bool = False  # continue from checkpoint_dir's latest checkpoint
+    resume: bool = False  # continue from checkpoint_dir's latest checkpoint (the caller refills the replay)
 
 
 @dataclass
@@ -225,6 +225,8 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         scaler.load_state_dict(sidecar["meta"]["reward_scaler"])
         if latest_checkpoint(best_dir(loop.checkpoint_dir)):  # the best so far stays the bar to beat
             result.best = read_checkpoint(best_dir(loop.checkpoint_dir))[1]["meta"]["evaluation"]
+        obs, _ = envs.reset(seed=loop.seed + start_iter)  # fresh initial states and noise, not the first ones again
+        rng = np.random.default_rng([loop.seed, start_iter])
 
     def record(kind: str, values: dict) -> None:
         (result.evals if kind == "eval" else result.logs).append(values)

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
 from robot_rl.errors import UserError
 from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
+from robot_rl.rl.checkpoint import latest_checkpoint, read_checkpoint
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.loop import LoopConfig, best_dir, evaluate, train
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
@@ -110,16 +112,50 @@ def load_demos(root: str | Path, task: str, base_path: str | Path | None, n_acti
         # records the expert's action there), never necessarily this base's
         for episode, actions in zip(episodes, relabel_base_actions(episodes, base_path, task, n_action_steps)):
             episode["base_action"] = actions
-    replay_episodes = []
-    for e in episodes:
-        length = len(e["reward"])
-        replay_episodes.append({
-            "obs": e[key].astype(np.float32), "action": e["action"].astype(np.float32),
-            "base_action": e["base_action"].astype(np.float32) if base_path else np.zeros_like(e["action"]),
-            "reward": e["reward"].astype(np.float32), "terminated": e["terminated"].astype(bool),
-            "intervention": e["intervention"].astype(bool) if "intervention" in e else np.zeros(length, bool),
-            **{image: e[f"obs/{image}"].astype(np.uint8) for image in image_shapes}})
-    return replay_episodes, sources
+    if base_path is None:  # SAC from scratch has no base: its base action is zero
+        for episode in episodes:
+            episode["base_action"] = np.zeros_like(episode["action"])
+    return [replay_episode(e, image_shapes) for e in episodes], sources
+
+
+def replay_episode(steps: dict[str, np.ndarray], image_shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """A store episode (its keys) as a replay episode (`replay_spec` keys: the flat state under "obs")."""
+    length = len(steps["reward"])
+    return {"obs": steps[f"obs/{OBS_KEY}"].astype(np.float32), "action": steps["action"].astype(np.float32),
+            "base_action": steps["base_action"].astype(np.float32), "reward": steps["reward"].astype(np.float32),
+            "terminated": steps["terminated"].astype(bool),
+            "intervention": steps["intervention"].astype(bool) if "intervention" in steps else np.zeros(length, bool),
+            **{image: steps[f"obs/{image}"].astype(np.uint8) for image in image_shapes}}
+
+
+def load_rollouts(store: EpisodeStore, capacity: int,
+                  image_shapes: dict[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
+    """The newest of a run's recorded online episodes that fit a replay of `capacity` steps, oldest first, as replay
+    episodes: what a resumed run's replay held when it stopped (their base actions are this run's base's)."""
+    ends = np.concatenate([[0], store.episode_ends]).astype(np.int64)
+    first = len(ends) - 1 - int((np.cumsum(np.diff(ends)[::-1]) <= capacity).sum())
+    keys = [f"obs/{OBS_KEY}", "action", "base_action", "reward", "terminated", "intervention",
+            *(f"obs/{image}" for image in image_shapes)]
+    steps = store.read_steps(int(ends[first]), int(ends[-1]), keys)
+    return [replay_episode({k: v[start - ends[first]:stop - ends[first]] for k, v in steps.items()}, image_shapes)
+            for start, stop in zip(ends[first:-1], ends[first + 1:])]
+
+
+def restore_replay(replay: EpisodeReplay, rollouts: Path, capacity: int,
+                   image_shapes: dict[str, tuple[int, ...]]) -> int:
+    """Refill a resumed run's replay with its recorded online episodes (the newest that fit), after the demos, as
+    the replay held them when the run stopped, and count them all as its online episodes. Returns how many it put
+    back."""
+    if not EpisodeStore.exists(rollouts):
+        print(f"[train-residual] resuming without {rollouts} (the run kept no rollouts): the replay starts from the "
+              "demos alone", file=sys.stderr)
+        return 0
+    with EpisodeStore.open(rollouts, mode="r") as store:
+        episodes = load_rollouts(store, capacity, image_shapes)
+        for episode in episodes:
+            replay.add_episode(episode, "policy")
+        replay.online_episodes += store.num_episodes
+    return len(episodes)
 
 
 class RolloutWriter:
@@ -127,12 +163,12 @@ class RolloutWriter:
     who took over (a simulated takeover is recorded as a real one)."""
 
     def __init__(self, root: Path, obs_dim: int, action_dim: int, task: str, domain: str, policy_id: str,
-                 image_shapes: dict[str, tuple[int, ...]] | None = None):
+                 image_shapes: dict[str, tuple[int, ...]] | None = None, append: bool = False):
         self.images = tuple(image_shapes or {})
         obs_spec = {OBS_KEY: ((obs_dim,), "float32"),
                     **{image: (tuple(shape), "uint8") for image, shape in (image_shapes or {}).items()}}
         schema = make_step_schema(obs_spec, action_dim)
-        self.store = EpisodeStore.create(root, schema)
+        self.store = EpisodeStore.create(root, schema, exist_ok=append)
         self.writer = self.store.writer()
         self.writer.__enter__()
         self.fields = {"task": task, "domain": domain, "policy_id": policy_id}
@@ -184,6 +220,27 @@ class RunLog:
         if kind == "eval" and self.progress:
             variants = " ".join(f"{k.split('/')[1]}={v:.2f}" for k, v in record.items() if k.startswith("success/"))
             print(f"[train-residual] {step} env steps: success {record['success']:.2f} {variants}", file=sys.stderr)
+
+    def truncate(self, env_steps: int) -> list[dict[str, float]]:
+        """For a resumed run, before its first record: drop the CSV rows made after `env_steps` (the stopped run made
+        them past its last checkpoint; the resumed run makes them again) and return the evaluations kept."""
+        kept: dict[str, list[dict[str, str]]] = {"log": [], "eval": []}
+        for kind in kept:
+            path = self.out / f"{kind}.csv"
+            if not path.exists():
+                continue
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                kept[kind] = [row for row in reader if int(float(row["env_steps"])) <= env_steps]
+                fields = list(reader.fieldnames or [])
+            partial = path.with_suffix(".csv.partial")
+            with open(partial, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept[kind])
+            os.replace(partial, path)
+        return [{key: int(float(value)) if key == "env_steps" else float(value) for key, value in row.items()
+                 if value != ""} for row in kept["eval"]]
 
     def close(self) -> None:
         self.tb.close()
@@ -288,13 +345,12 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     if takeover is not None and takeover.enabled:
         supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000), num_envs, takeover)
 
+    resumed = latest_checkpoint(loop.checkpoint_dir) if loop.resume else None
     with contextlib.ExitStack() as stack:
         writer = None
-        if rollouts:
-            resumed = loop.resume and (out / "rollouts").exists()
-            root = out / ("rollouts" if not resumed else f"rollouts_resumed_{int(time.time())}")
-            writer = RolloutWriter(root, obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}",
-                                   image_shapes)
+        if rollouts:  # a resumed run appends to its own store
+            writer = RolloutWriter(out / "rollouts", obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}",
+                                   image_shapes, append=resumed is not None)
             stack.callback(writer.close)
         cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim, image_shapes=image_shapes))
         replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
@@ -305,18 +361,26 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                 replay.add_episode(episode, source)
                 demo_rewards.append(episode["reward"])
                 demo_states.append(episode["obs"])
+        log = RunLog(out, progress)
+        stack.callback(log.close)
+        earlier_evals, resumed_from = [], None
+        if resumed is not None:
+            meta = read_checkpoint(resumed)[1]["meta"]
+            earlier_evals = log.truncate(meta["env_steps"])
+            resumed_from = {"env_steps": meta["env_steps"], "replay_episodes": restore_replay(
+                replay, out / "rollouts", loop.replay_capacity, image_shapes)}
+            if recipe.obs_stats is None:  # the statistics its networks learned with, even if the demos grew since
+                recipe = dataclasses.replace(recipe, obs_stats=meta["agent"]["obs_stats"])
         if recipe.obs_stats is None:  # standardize the state on the demos' states (or random ones without demos)
             states = np.concatenate(demo_states) if demo_states else random_states(envs, 100, loop.seed)
             recipe = dataclasses.replace(recipe, obs_stats=observation_stats(states))
-        log = RunLog(out, progress)
-        stack.callback(log.close)
         result = train(envs, recipe, loop, base=base_fn, replay=replay, eval_envs=eval_envs, eval_base=eval_base,
                        demo_rewards=demo_rewards, on_record=log, supervisor=supervisor)
     envs.close()
     for e in eval_envs.values():
         e.close()
 
-    evals = result.evals
+    evals = earlier_evals + result.evals
     plot_learning_curve(evals, out / "learning_curve.png", f"{recipe.name} on {task}")
     summary = {
         "task": task, "recipe": recipe.name, "base": str(base) if base else None,
@@ -329,7 +393,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
         "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
         "takeover": asdict(takeover) if supervisor is not None else None,
-        "takeover_share": result.takeover_share,
+        "takeover_share": result.takeover_share, "resumed": resumed_from,
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }

@@ -1,20 +1,28 @@
 """train-residual end to end on a tiny budget: the verb's outputs, its rollout store, demo relabelling, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from robot_rl.cli.main import main
-from robot_rl.data import EpisodeStore, validate
+from robot_rl.data import EpisodeStore, ReplayCache, validate
 from robot_rl.errors import UserError
 from robot_rl.policies import ChunkScheduler, PolicyConfig, TrainConfig, load_policy
 from robot_rl.rl.checkpoint import read_checkpoint
 from robot_rl.rl.config import load_recipe
 from robot_rl.rl.loop import LoopConfig
+from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
-from robot_rl.workflows.train_residual import evaluate_residual, load_demos, train_residual
+from robot_rl.workflows.train_residual import (
+    evaluate_residual,
+    load_demos,
+    load_rollouts,
+    restore_replay,
+    train_residual,
+)
 
 # a small learner: the test proves the wiring, tests/rl proves the learning
 SMALL = ["residual.warmup_steps=120", "residual.batch_size=32", "residual.critic_warmup_updates=4",
@@ -101,6 +109,59 @@ def test_simulated_takeovers_are_recorded_like_real_ones(reach, tmp_path, capsys
                                    np.clip(steps["base_action"] + steps["residual_action"], -1, 1), atol=1e-6)
         assert not np.allclose(steps["policy_action"][taken], steps["action"][taken])
         assert (steps["reward"] >= 0).all()  # the store keeps the task's reward; the penalty is the learner's
+
+
+def test_a_resumed_run_refills_its_replay_and_continues_its_records(reach, tmp_path, capsys):
+    """resume=true: the run continues from its checkpoint with its recorded rollouts back in the replay (the newest
+    that fit), appends to the same rollout store, and its CSV and summary carry the whole run once: records the
+    stopped run made after its last checkpoint are made again, not kept twice. It keeps the state statistics its
+    networks learned with, though the demos grew in between."""
+    source, base = reach
+    demos, out = tmp_path / "demos", tmp_path / "run"
+    shutil.copytree(source, demos)
+    args = ["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "num_envs=2", "eval.every=100",
+            "eval.episodes=4", "eval.num_envs=4", "log_every=50", f"out={out}", "progress=false", *SMALL]
+    assert main([*args, "steps=200"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    columns = (out / "eval.csv").read_text().splitlines()[0].count(",")
+    with open(out / "eval.csv", "a") as handle:  # an evaluation past the checkpoint, as a killed run leaves one
+        handle.write("250" + ",0.5" * columns + "\n")
+    with EpisodeStore.open(out / "rollouts") as store:
+        recorded = store.num_episodes
+    assert recorded == first["online_episodes"] >= 4
+    collect("Reach", demos, episodes=2, seed=11, progress=False)
+    stats = read_checkpoint(out / "checkpoints")[1]["meta"]["agent"]["obs_stats"]
+
+    assert main([*args, "steps=300", "resume=true"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [step for step, _ in summary["curve"]] == [0, 100, 200, 300]
+    assert summary["curve"][:3] == first["curve"] and summary["base_success"] == first["base_success"]
+    assert [int(row.split(",")[0]) for row in (out / "eval.csv").read_text().splitlines()[1:]] == [0, 100, 200, 300]
+    log_steps = [int(float(row.split(",")[0])) for row in (out / "log.csv").read_text().splitlines()[1:]]
+    assert log_steps == sorted(set(log_steps)) and log_steps[-1] == 300
+    assert summary["rollouts"] == str(out / "rollouts") and summary["env_steps"] == 300
+    assert summary["resumed"] == {"env_steps": 200, "replay_episodes": recorded} and first["resumed"] is None
+    assert summary["demo_episodes"] == 8
+    assert read_checkpoint(out / "checkpoints")[1]["meta"]["agent"]["obs_stats"] == stats
+    with EpisodeStore.open(out / "rollouts") as store:
+        assert store.num_episodes == summary["online_episodes"] > recorded
+        assert validate(str(out / "rollouts"))["valid"]
+
+        # the replay holds the demos, then the recorded episodes that fit, oldest first
+        cache = ReplayCache(10_000, replay_spec(store.schema["obs/state"].shape[0], store.schema["action"].shape[0]))
+        replay = EpisodeReplay(cache, load_recipe("ours"), 4)
+        episodes, sources = load_demos(demos, "Reach", base)
+        for episode, source in zip(episodes, sources):
+            replay.add_episode(episode, source)
+        assert restore_replay(replay, out / "rollouts", 10_000, {}) == store.num_episodes
+        assert cache.num_episodes == len(episodes) + store.num_episodes
+        lengths = np.diff(np.concatenate([[0], store.episode_ends]))
+        tail = load_rollouts(store, int(lengths[-3:].sum()), {})  # room for the newest three, not one step more
+        assert [len(e["reward"]) for e in tail] == list(lengths[-3:])
+        last = store.episode(store.num_episodes - 1)
+        for key, stored in (("obs", last["obs/state"]), ("base_action", last["base_action"]),
+                            ("intervention", last["intervention"])):
+            np.testing.assert_array_equal(tail[-1][key], stored)
 
 
 def test_demo_base_actions_are_the_base_replayed_along_each_demo(reach):

@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     recipe = load_recipe(str(cfg.recipe), **dict(cfg.overrides or {}))
     checkpoint, demos, base_success = bench_base(cfg)
     loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
-                      eval_episodes=int(cfg.eval.episodes), checkpoint_every=0)
+                      eval_episodes=int(cfg.eval.episodes), checkpoint_every=0, resume=bool(cfg.resume))
     kind = "" if cfg.base_kind == "diffusion" else f"_{cfg.base_kind}"
     out = cfg.out or f"runs/bench_residual/{cfg.task}_{recipe.name}{kind}"
     summary = train_residual(str(cfg.task), checkpoint if recipe.enabled else None, recipe, loop, out,
@@ -101,4 +101,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "heldout": heldout_success(cfg, checkpoint if recipe.enabled else None, summary["best_checkpoint"]),
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
             "curve": summary["curve"], "takeover": summary["takeover"],
-            "takeover_share": summary["takeover_share"], "out": summary["out"]}
+            "takeover_share": summary["takeover_share"], "resumed": summary["resumed"], "out": summary["out"]}

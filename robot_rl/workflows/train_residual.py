@@ -331,6 +331,12 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     out.mkdir(parents=True, exist_ok=True)
     loop.obs_key = OBS_KEY
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
+    resumed = latest_checkpoint(loop.checkpoint_dir) if loop.resume else None
+    if rollouts and resumed is None and EpisodeStore.exists(out / "rollouts"):
+        raise UserError(f"resume=true, but {loop.checkpoint_dir} has no checkpoint to continue from (the run stopped "
+                        f"before its first: set checkpoint_every=N to keep some); give a new out=DIR"
+                        if loop.resume else f"{out} already holds a run (its rollouts); give a new out=DIR, or "
+                        "resume=true to continue that run")
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
     envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)
@@ -345,7 +351,6 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     if takeover is not None and takeover.enabled:
         supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000), num_envs, takeover)
 
-    resumed = latest_checkpoint(loop.checkpoint_dir) if loop.resume else None
     with contextlib.ExitStack() as stack:
         writer = None
         if rollouts:  # a resumed run appends to its own store

@@ -3,8 +3,10 @@
 `rank_policies(...)` is the plain function that `robot-rl demo`, the OPE benchmark and the tests call. Per candidate it
 fits a chunked-TD critic (estimate, pessimistic value, spread over the ensemble), and as baselines on the same data a
 per-step FQE critic and the Monte-Carlo return of the candidate's own logged episodes (episodes whose `policy_id` is
-the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). With
-`leave_out` every candidate is valued as one never logged: its critics are fitted without its own episodes. With true
+the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). `blend`: the
+chunked-TD estimate moved toward the candidate's own on-policy returns by empirical Bayes (`robot_rl.eval.blend`; a
+candidate that never ran keeps its estimate). With `leave_out` every candidate is valued as one never logged: its
+critics are fitted without its own episodes (and nothing is blended). With true
 values (rolled out in a mirror, read from a CSV, or passed in) every estimator is scored with `robot_rl.eval.ops`.
 `robot-rl rank method=sim2real ...` is the sim-to-real ranking of `robot_rl.workflows.sim2real`.
 """
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
+from robot_rl.eval.blend import blend, on_policy_return, on_policy_steps
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
@@ -54,7 +57,7 @@ def load_cache(data: str | Path, obs_key: str) -> tuple[ReplayCache, list[str]]:
         if store.num_episodes == 0:
             raise UserError(f"store {data} has no committed episode; record or collect some first")
         keys = [obs_key, "action", "reward", "terminated"]
-        keys += ["intervention"] if "intervention" in store.schema else []
+        keys += [k for k in ("intervention", "policy_action") if k in store.schema]
         cache = ReplayCache.for_store(store, capacity=store.num_steps + 1, keys=keys)
         cache.sync(store)
         policy_ids = [str(p) for p in store.meta["policy_id"]]
@@ -108,6 +111,30 @@ def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | 
     return results
 
 
+def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Sequence[int]) -> list[float]:
+    """The on-policy return of each of a candidate's own `episodes` (indices in the critic's cache), bootstrapped
+    where the policy stopped choosing by `critic`, just fitted for it; `proposals`: its chunks at the cache's valid
+    slots (`policy_chunks`)."""
+    cache, cfg = critic.cache, critic.cfg
+    valid, starts = np.flatnonzero(cache.valid), cache.episode_starts()
+    width = cfg.horizon * critic.action_dim
+    returns = []
+    for i in episodes:
+        start = int(starts[i])
+        length = int(cache.steps_left[start])
+
+        def value_at(t: int, start: int = start) -> float:
+            slot = np.array([start + t])
+            chunk = proposals[np.searchsorted(valid, slot), :width].reshape(1, cfg.horizon, -1)
+            return float(critic.q_values(cache.data[cfg.obs_key][slot], chunk, cache.step[slot]).mean())
+
+        value = on_policy_return(cache.data["reward"][start:start + length], on_policy_steps(cache, start, length),
+                                 cfg.gamma, value_at)
+        if value is not None:
+            returns.append(value)
+    return returns
+
+
 def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evaluator: EvaluatorConfig | None = None,
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
@@ -122,7 +149,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
-    mc_episodes, data_episodes (the episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies"[,
+    mc_episodes, blend, blend_weight, on_policy_episodes (its own episodes the blend used), data_episodes (the
+    episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies"[,
     "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()
@@ -137,10 +165,11 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     cache, policy_ids = load_cache(data, evaluator.obs_key)
 
     on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
-    rows = []
+    rows, returns = [], []
     for candidate in _progress(loaded, progress, "rank"):
         chunked, fqe = on_all
-        if leave_out and candidate.name in policy_ids:
+        own = [i for i, p in enumerate(policy_ids) if p == candidate.name]
+        if leave_out and own:
             kept = [i for i, p in enumerate(policy_ids) if p != candidate.name]
             if not kept:
                 raise UserError(f"leave_out: every logged episode in {data} is candidate {candidate.name}'s own, so "
@@ -150,6 +179,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe
         proposals = longer.policy_chunks(candidate, np.flatnonzero(longer.cache.valid))  # one pass, both critics
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
+        returns.append([] if leave_out else own_returns(chunked, proposals, own))
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
                      "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
     behavior_value = mc_value(cache, evaluator.gamma)
@@ -160,8 +190,9 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     order = np.argsort([-r["estimate"] for r in rows], kind="stable")
     for rank, i in enumerate(order, start=1):
         rows[i].update(rank=rank)
-    for row, value, count in zip(rows, mc, mc_episodes):
-        row.update(mc=value, mc_episodes=count)
+    blended, weights = blend([r["estimate"] for r in rows], returns)
+    for row, value, count, b, w, used in zip(rows, mc, mc_episodes, blended, weights, returns):
+        row.update(mc=value, mc_episodes=count, blend=float(b), blend_weight=float(w), on_policy_episodes=len(used))
     result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": behavior_value, "candidates": rows}
 
     if truth is not None:
@@ -177,7 +208,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         for row, value in zip(rows, true_values):
             row.update(true=value)
         estimates = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows], "mc": mc,
-                     "pessimistic": [r["pessimistic"] for r in rows]}  # what the deployment gate compares
+                     "pessimistic": [r["pessimistic"] for r in rows],  # what the deployment gate compares
+                     "blend": [r["blend"] for r in rows]}
         result["scores"] = {name: ops.score_estimator(true_values, est, result["behavior_value"])
                             for name, est in estimates.items()}
     if out is not None:
@@ -196,11 +228,12 @@ def format_table(result: dict[str, Any]) -> str:
     rows = sorted(result["candidates"], key=lambda r: r["rank"])
     width = max(12, *(len(r["name"]) for r in rows))
     has_truth = "true" in rows[0]
-    head = f"{'rank':>4}  {'candidate':<{width}}  {'estimate':>8}  {'pessim.':>8}  {'spread':>7}  {'fqe':>7}  {'mc':>7}"
+    head = (f"{'rank':>4}  {'candidate':<{width}}  {'estimate':>8}  {'pessim.':>8}  {'spread':>7}  {'fqe':>7}  "
+            f"{'mc':>7}  {'blend':>7}")
     lines = [head + ("  {:>7}".format("true") if has_truth else "")]
     for r in rows:
         line = (f"{r['rank']:>4}  {r['name']:<{width}}  {r['estimate']:8.4f}  {r['pessimistic']:8.4f}  "
-                f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}")
+                f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}  {r['blend']:7.4f}")
         lines.append(line + (f"  {r['true']:7.4f}" if has_truth else ""))
     for name, score in result.get("scores", {}).items():
         lines.append(f"{name:>11}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
@@ -222,7 +255,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
         return out
     true = np.array([r["true"] for r in rows])
     series = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows],
-              "mc": [r["mc"] for r in rows]}
+              "mc": [r["mc"] for r in rows], "blend": [r["blend"] for r in rows]}
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for name, est in series.items():
         ax.scatter(true, est, label=f"{name} (spearman {result['scores'][name]['spearman']:.2f})", s=18)

@@ -59,7 +59,7 @@ def test_rank_end_to_end_writes_table_json_and_plots(setup, capsys):
     for row in result["candidates"]:
         assert row["pessimistic"] <= row["estimate"] and row["spread"] >= 0 and row["mc_episodes"] == 0
         assert row["name"] in candidates and "true" in row
-    assert set(result["scores"]) == {"chunked_td", "fqe", "mc", "pessimistic"}
+    assert set(result["scores"]) == {"chunked_td", "fqe", "mc", "pessimistic", "blend"}
     assert "spearman" in result["scores"]["chunked_td"] and "sharpe_at_3" in result["scores"]["fqe"]
     assert any(line.split()[:1] == ["1"] for line in lines[:-1])  # the table, best first
     written = json.loads((out / "ranking.json").read_text())
@@ -127,6 +127,33 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
     with pytest.raises(UserError, match="nothing is left to value it on"):  # every episode is its own
         rank_policies([dataclasses.replace(own, name=expert)], store, evaluator, out=None, progress=False,
                       leave_out=True)
+
+
+def test_blend_uses_a_candidates_own_on_policy_episodes(setup, tmp_path):
+    """Three episodes logged as the first candidate's: two ran its proposals, one explored off them. The blend reads
+    the two (their returns agree, so it lands on them); the candidate that never ran keeps its estimate."""
+    root, store, candidates = setup
+    data = tmp_path / "logged"
+    shutil.copytree(store, data)
+    own, never = load_candidate(candidates[0]), load_candidate(candidates[1])
+    with EpisodeStore.open(data, mode="a") as logged:
+        steps = logged.read_steps(0, int(logged.episode_ends[0]))
+        with logged.writer() as writer:
+            for offset in (0.0, 0.0, 0.05):
+                for i in range(len(steps["reward"])):
+                    writer.add_step({**{key: value[i] for key, value in steps.items()},
+                                     "policy_action": steps["action"][i] + offset})
+                writer.end_episode(success=True, source="policy", policy_id=own.name)
+    evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
+    result = rank_policies([own, never], data, evaluator, out=None, progress=False)
+    first, second = result["candidates"]
+    assert (first["mc_episodes"], first["on_policy_episodes"]) == (3, 2) and second["on_policy_episodes"] == 0
+    gamma = evaluator.gamma
+    episode_return = float(np.sum(steps["reward"] * gamma ** np.arange(len(steps["reward"]))))
+    assert first["blend_weight"] == 1.0 and first["blend"] == pytest.approx(episode_return)
+    assert second["blend_weight"] == 0.0 and second["blend"] == second["estimate"]
+    assert rank_policies([own, never], data, evaluator, out=None, progress=False,
+                         leave_out=True)["candidates"][0]["on_policy_episodes"] == 0
 
 
 def test_monte_carlo_by_candidate_by_hand():

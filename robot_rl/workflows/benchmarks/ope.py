@@ -127,7 +127,8 @@ class ChunkActor:
 
 def logged_episode(writer: Any, env: Any, act: Callable, expert: Any, rng: np.random.Generator, noise: float,
                    takeover: bool, drift_threshold: float, drift_patience: int, policy_id: str, seed: int) -> None:
-    """One policy episode with exploration noise; with `takeover`, the expert takes over on drift (to the end)."""
+    """One policy episode with exploration noise; with `takeover`, the expert takes over on drift (to the end).
+    `action` is what ran (the proposal plus noise, or the expert's), `policy_action` the policy's own proposal."""
     obs, _ = env.reset(seed=seed)
     act.reset(seed)
     expert.reset()
@@ -136,13 +137,14 @@ def logged_episode(writer: Any, env: Any, act: Callable, expert: Any, rng: np.ra
     rule = DriftTakeover(1, drift_threshold, drift_patience, hold=0)  # the expert keeps control to the end
     taken, t, done, success = False, 0, False, False
     while not done:
-        proposal = np.clip(act(obs) + rng.normal(0.0, noise, dim), -1, 1).astype(np.float32)
+        proposal = np.clip(act(obs), -1, 1).astype(np.float32)
+        explored = np.clip(proposal + rng.normal(0.0, noise, dim), -1, 1).astype(np.float32)
         human = no_human
         if takeover:
             expert_action = np.asarray(expert.act(obs), np.float32)
-            taken = bool(rule(proposal[None], expert_action[None])[0])
+            taken = bool(rule(explored[None], expert_action[None])[0])
             human = expert_action if taken else no_human
-        action = human if taken else proposal
+        action = human if taken else explored
         next_obs, reward, success, truncated, _ = env.step(action)
         writer.add_step({"obs/state": obs["state"], "action": action, "policy_action": proposal,
                          "base_action": proposal, "residual_action": zero, "human_action": human,

@@ -11,7 +11,9 @@
    return within the task's episode limit, the quantity the estimators estimate (`time_limit`: they count returns
    within the same limit).
 4. Estimators on the same data (`robot_rl.workflows.rank.rank_policies`): chunked TD, per-step FQE (horizon 1, same
-   critic and budget), and the Monte-Carlo return of each candidate's own logged episodes. Steps 2 and 4 repeat for
+   critic and budget), the Monte-Carlo return of each candidate's own logged episodes, and their blend (chunked TD
+   moved toward each candidate's own on-policy returns, `robot_rl.eval.blend`; with exploration noise no logged step
+   is on-policy and the blend is chunked TD). Steps 2 and 4 repeat for
    `data_draws` draws of the logged data (logging seeds seed, seed + 1, ...: other initial states, noise and demos):
    with a few episodes per candidate one draw's ranking is largely luck, so the scores are means over draws.
    `leave_out`: each candidate is valued on the draw without its own episodes, as a policy that never ran would be
@@ -21,8 +23,8 @@
    rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
 Last stdout line: {"n_policies", "data_draws", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3" (means over
 draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "pessimistic": {...} (chunked TD ranked by its
-ensemble minimum, the value the deployment gate compares), "steering": {...}, "targets_met"}. Full scores,
-per-candidate values and plots go to `out` (draw 0) and `out/draw_N`.
+ensemble minimum, the value the deployment gate compares), "blend": {...}, "steering": {...}, "targets_met"}. Full
+scores, per-candidate values and plots go to `out` (draw 0) and `out/draw_N`.
 """
 
 from __future__ import annotations

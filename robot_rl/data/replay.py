@@ -26,6 +26,11 @@ class _Episode:
     version: int  # cache version right after it was added: samplers precompute per-episode values once
 
 
+def newest_that_fit(lengths: np.ndarray, capacity: int) -> int:
+    """Index of the oldest of the newest episodes (of these `lengths`, oldest first) whose steps fit `capacity`."""
+    return len(lengths) - int((np.cumsum(np.asarray(lengths)[::-1]) <= capacity).sum())
+
+
 class ReplayCache:
     """A fixed-capacity ring of steps with per-step episode bookkeeping.
 
@@ -154,13 +159,7 @@ class ReplayCache:
         if first >= last:
             return 0
         lengths = np.diff(np.concatenate([[0], store.episode_ends]))
-        skip = first  # episodes older than what fits would be evicted at once: never read them
-        fitted = 0
-        for i in range(last - 1, first - 1, -1):
-            fitted += int(lengths[i])
-            if fitted > self.capacity:
-                skip = i + 1
-                break
+        skip = max(first, newest_that_fit(lengths, self.capacity))  # older ones would be evicted at once: never read
         if skip < last:
             start = int(store.episode_ends[skip - 1]) if skip else 0
             steps = store.read_steps(start, int(store.episode_ends[last - 1]), list(self.spec))

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from robot_rl.eval.chunked_td import discounted_return
+
 
 def on_policy_steps(cache, start: int, length: int, tolerance: float = 1e-6) -> np.ndarray:
     """(length,) bool: which steps of the cached episode at `start` ran the logged policy's own proposal. A step with
@@ -48,15 +50,16 @@ def on_policy_return(rewards: np.ndarray, followed: np.ndarray, gamma: float,
     tau = int(np.argmin(followed)) if not followed.all() else len(followed)
     if tau == 0:
         return None
-    rewards = np.asarray(rewards[:tau], np.float64)
-    value = float(np.sum(rewards * gamma ** np.arange(tau)))
+    value = discounted_return(rewards[:tau], gamma)
     return value + gamma ** tau * value_at(tau) if tau < len(followed) else value
 
 
 def blend(estimates: Sequence[float], returns: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Blended values and the weight each candidate's returns got (see the module docstring). `estimates`: the
     critic's value per candidate; `returns`: each candidate's on-policy episode returns (empty if it never ran).
-    With no candidate of two or more episodes there is no spread to weigh the returns by: the estimates stand."""
+    With no candidate of two or more episodes there is no spread to weigh the returns by: the estimates stand. When
+    every candidate's returns are alike within it (a handful of failures each), the spread of all returns together
+    stands in for sigma^2, so two identical returns never outweigh the critic outright."""
     estimates = np.asarray(estimates, np.float64)
     counts = np.array([len(r) for r in returns])
     means = np.array([np.mean(r) if len(r) else 0.0 for r in returns])
@@ -65,8 +68,12 @@ def blend(estimates: Sequence[float], returns: Sequence[Sequence[float]]) -> tup
         return estimates, np.zeros(len(estimates))
     sigma2 = sum(float(np.sum((np.asarray(r) - np.mean(r)) ** 2)) for r, s in zip(returns, spread) if s)
     sigma2 /= float(np.sum(counts[spread] - 1))
+    if sigma2 == 0.0:  # every candidate's few returns alike (e.g. all failures): no evidence they are exact, so
+        sigma2 = float(np.var(np.concatenate([np.asarray(r, np.float64) for r in returns]), ddof=1))  # all of them
+    if sigma2 == 0.0:  # every return the same: nothing to tell the candidates apart by
+        return estimates, np.zeros(len(estimates))
     ran = counts > 0
     noise = sigma2 / np.maximum(counts, 1)
     tau2 = max(0.0, float(np.mean((means[ran] - estimates[ran]) ** 2) - np.mean(noise[ran])))
-    weights = np.where(ran & (tau2 + noise > 0), tau2 / np.maximum(tau2 + noise, 1e-12), 0.0)
+    weights = np.where(ran, tau2 / (tau2 + noise), 0.0)
     return estimates + weights * (means - estimates), weights

@@ -234,13 +234,17 @@ class ChunkedTDEvaluator:
         return np.asarray(self._q(self.params, features, np.asarray(chunks, np.float32).reshape(len(obs), -1)))
 
 
+def discounted_return(rewards: np.ndarray, gamma: float) -> float:
+    """sum_t gamma^t r_t of one episode's rewards (from its first step)."""
+    rewards = np.asarray(rewards, np.float64)
+    return float(np.sum(rewards * gamma ** np.arange(len(rewards))))
+
+
 def mc_value(cache: ReplayCache, gamma: float) -> float:
     """Monte-Carlo baseline: the mean discounted return of the logged episodes from their first step."""
     returns = []
     for start in cache.episode_starts():
-        length = int(cache.steps_left[start])
-        rewards = cache.data["reward"][start:start + length]
-        returns.append(float(np.sum(rewards * gamma ** np.arange(length))))
+        returns.append(discounted_return(cache.data["reward"][start:start + int(cache.steps_left[start])], gamma))
     if not returns:
         raise UserError("the replay cache is empty: sync it from an episode store first")
     return float(np.mean(returns))

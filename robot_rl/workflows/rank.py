@@ -28,7 +28,7 @@ from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
 from robot_rl.eval.blend import blend, on_policy_return, on_policy_steps
-from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, discounted_return, mc_value
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
 
@@ -71,7 +71,7 @@ def mc_by_candidate(cache: ReplayCache, policy_ids: Sequence[str], names: Sequen
     returns: dict[str, list[float]] = {}
     for policy_id, start in zip(policy_ids, starts):
         rewards = cache.data["reward"][start:start + int(cache.steps_left[start])]
-        returns.setdefault(policy_id, []).append(float(np.sum(rewards * gamma ** np.arange(len(rewards)))))
+        returns.setdefault(policy_id, []).append(discounted_return(rewards, gamma))
     everything = mc_value(cache, gamma)
     values = [float(np.mean(returns[n])) if n in returns else everything for n in names]
     return values, [len(returns.get(n, [])) for n in names]

@@ -27,6 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
+from robot_rl.data.replay import newest_that_fit
 from robot_rl.errors import UserError
 from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
@@ -133,7 +134,7 @@ def load_rollouts(store: EpisodeStore, capacity: int,
     """The newest of a run's recorded online episodes that fit a replay of `capacity` steps, oldest first, as replay
     episodes: what a resumed run's replay held when it stopped (their base actions are this run's base's)."""
     ends = np.concatenate([[0], store.episode_ends]).astype(np.int64)
-    first = len(ends) - 1 - int((np.cumsum(np.diff(ends)[::-1]) <= capacity).sum())
+    first = newest_that_fit(np.diff(ends), capacity)
     keys = [f"obs/{OBS_KEY}", "action", "base_action", "reward", "terminated", "intervention",
             *(f"obs/{image}" for image in image_shapes)]
     steps = store.read_steps(int(ends[first]), int(ends[-1]), keys)
@@ -141,15 +142,36 @@ def load_rollouts(store: EpisodeStore, capacity: int,
             for start, stop in zip(ends[first:-1], ends[first + 1:])]
 
 
+def resume_point(out: Path, loop: LoopConfig, num_envs: int) -> dict[str, Any]:
+    """The meta of the checkpoint a `resume` run continues from ({} for a fresh run), after checking the run can
+    go on: a fresh run never writes into a folder that holds one, and a resumed one needs a checkpoint behind the
+    steps it is asked for, taken with the same number of envs."""
+    checkpoint = latest_checkpoint(loop.checkpoint_dir)
+    holds_run = checkpoint is not None or EpisodeStore.exists(out / "rollouts") or (out / "eval.csv").exists()
+    if not loop.resume:
+        if holds_run:
+            raise UserError(f"{out} already holds a run; give a new out=DIR, or resume=true to continue that run")
+        return {}
+    if checkpoint is None:
+        if holds_run:
+            raise UserError(f"resume=true, but {loop.checkpoint_dir} has no checkpoint to continue from (the run "
+                            "stopped before its first: set checkpoint_every=N to keep some); give a new out=DIR")
+        return {}
+    meta = read_checkpoint(checkpoint)[1]["meta"]
+    if meta["env_steps"] != meta["iteration"] * num_envs:
+        raise UserError(f"resume=true: the run stepped {meta['env_steps'] // max(meta['iteration'], 1)} envs at a "
+                        f"time; resume it with num_envs={meta['env_steps'] // max(meta['iteration'], 1)}")
+    if loop.total_steps <= meta["env_steps"]:
+        raise UserError(f"resume=true: the run is already at {meta['env_steps']} env steps; give steps= more than "
+                        "that")
+    return meta
+
+
 def restore_replay(replay: EpisodeReplay, rollouts: Path, capacity: int,
                    image_shapes: dict[str, tuple[int, ...]]) -> int:
     """Refill a resumed run's replay with its recorded online episodes (the newest that fit), after the demos, as
-    the replay held them when the run stopped, and count them all as its online episodes. Returns how many it put
-    back."""
-    if not EpisodeStore.exists(rollouts):
-        print(f"[train-residual] resuming without {rollouts} (the run kept no rollouts): the replay starts from the "
-              "demos alone", file=sys.stderr)
-        return 0
+    the replay held them when the run stopped, and count them all as its online episodes (those recorded past the
+    checkpoint too: real experience, kept). Returns how many it put back."""
     with EpisodeStore.open(rollouts, mode="r") as store:
         episodes = load_rollouts(store, capacity, image_shapes)
         for episode in episodes:
@@ -331,12 +353,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     out.mkdir(parents=True, exist_ok=True)
     loop.obs_key = OBS_KEY
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
-    resumed = latest_checkpoint(loop.checkpoint_dir) if loop.resume else None
-    if rollouts and resumed is None and EpisodeStore.exists(out / "rollouts"):
-        raise UserError(f"resume=true, but {loop.checkpoint_dir} has no checkpoint to continue from (the run stopped "
-                        f"before its first: set checkpoint_every=N to keep some); give a new out=DIR"
-                        if loop.resume else f"{out} already holds a run (its rollouts); give a new out=DIR, or "
-                        "resume=true to continue that run")
+    resumed = resume_point(out, loop, num_envs)
+    recorded = EpisodeStore.exists(out / "rollouts")  # before this run's writer makes one
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
     envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)
@@ -349,16 +367,17 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     action_dim = envs.single_action_space.shape[0]
     supervisor = None
     if takeover is not None and takeover.enabled:
-        supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000), num_envs, takeover)
+        supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000 + resumed.get("iteration", 0)),
+                                    num_envs, takeover)
 
     with contextlib.ExitStack() as stack:
         writer = None
         if rollouts:  # a resumed run appends to its own store
             writer = RolloutWriter(out / "rollouts", obs_dim, action_dim, task, variant, f"{recipe.name}:{out.name}",
-                                   image_shapes, append=resumed is not None)
+                                   image_shapes, append=bool(resumed))
             stack.callback(writer.close)
         cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim, image_shapes=image_shapes))
-        replay = EpisodeReplay(cache, recipe, num_envs, loop.seed, on_episode=writer)
+        replay = EpisodeReplay(cache, recipe, num_envs, loop.seed + resumed.get("iteration", 0), on_episode=writer)
         demo_rewards, demo_states = [], []
         if demos is not None:
             episodes, sources = load_demos(demos, task, base, base_n_action_steps, image_shapes)
@@ -369,13 +388,15 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         log = RunLog(out, progress)
         stack.callback(log.close)
         earlier_evals, resumed_from = [], None
-        if resumed is not None:
-            meta = read_checkpoint(resumed)[1]["meta"]
-            earlier_evals = log.truncate(meta["env_steps"])
-            resumed_from = {"env_steps": meta["env_steps"], "replay_episodes": restore_replay(
-                replay, out / "rollouts", loop.replay_capacity, image_shapes)}
+        if resumed:
+            earlier_evals = log.truncate(resumed["env_steps"])
+            if not recorded:
+                print(f"[train-residual] resuming without {out / 'rollouts'} (the run kept none): the replay starts "
+                      "from the demos alone", file=sys.stderr)
+            resumed_from = {"env_steps": resumed["env_steps"], "replay_episodes": restore_replay(
+                replay, out / "rollouts", loop.replay_capacity, image_shapes) if recorded else 0}
             if recipe.obs_stats is None:  # the statistics its networks learned with, even if the demos grew since
-                recipe = dataclasses.replace(recipe, obs_stats=meta["agent"]["obs_stats"])
+                recipe = dataclasses.replace(recipe, obs_stats=resumed["agent"]["obs_stats"])
         if recipe.obs_stats is None:  # standardize the state on the demos' states (or random ones without demos)
             states = np.concatenate(demo_states) if demo_states else random_states(envs, 100, loop.seed)
             recipe = dataclasses.replace(recipe, obs_stats=observation_stats(states))

@@ -46,6 +46,10 @@ def test_blend_edge_cases():
     values, weights = blend([0.3, 0.5], [[1.0], []])
     np.testing.assert_array_equal(values, [0.3, 0.5])
     np.testing.assert_array_equal(weights, [0.0, 0.0])
+    # each candidate's returns alike (sigma^2 pooled 0): the spread of all returns, var([0, 0, 1, 1, 1]) = 0.3, stands
+    # in, so two returns do not outweigh the critic outright; tau^2 = 0.25 - (0.15 + 0.15 + 0.3) / 3 = 0.05
+    values, weights = blend([0.5, 0.5, 0.5], [[0.0, 0.0], [1.0, 1.0], [1.0]])
+    np.testing.assert_allclose(weights, [0.05 / 0.2, 0.05 / 0.2, 0.05 / 0.35])
     # critic and returns agree within the returns' noise: the critic is trusted
     values, weights = blend([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]])
     np.testing.assert_array_equal(weights, [0.0, 0.0])

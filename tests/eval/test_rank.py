@@ -13,11 +13,12 @@ import pytest
 from robot_rl.cli.main import main
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
-from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+from robot_rl.eval.blend import blend
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, discounted_return
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect
-from robot_rl.workflows.rank import load_cache, mc_by_candidate, rank_policies
+from robot_rl.workflows.rank import load_cache, mc_by_candidate, own_returns, rank_policies
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
@@ -130,28 +131,42 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
 
 
 def test_blend_uses_a_candidates_own_on_policy_episodes(setup, tmp_path):
-    """Three episodes logged as the first candidate's: two ran its proposals, one explored off them. The blend reads
-    the two (their returns agree, so it lands on them); the candidate that never ran keeps its estimate."""
+    """Three episodes logged as the first candidate's: two ran its proposals throughout, one explored off them from
+    step 3 on (its return stops there and the critic's value of the candidate's chunk at step 3 stands in for the
+    rest). The blend weighs those three returns against the critic; the candidate that never ran keeps its
+    estimate, and under leave_out nothing is blended."""
     root, store, candidates = setup
     data = tmp_path / "logged"
     shutil.copytree(store, data)
     own, never = load_candidate(candidates[0]), load_candidate(candidates[1])
     with EpisodeStore.open(data, mode="a") as logged:
-        steps = logged.read_steps(0, int(logged.episode_ends[0]))
+        first, second = (logged.episode(i) for i in (0, 1))
         with logged.writer() as writer:
-            for offset in (0.0, 0.0, 0.05):
+            for steps, explored_from in ((first, None), (second, None), (first, 3)):
                 for i in range(len(steps["reward"])):
+                    offset = 0.05 if explored_from is not None and i >= explored_from else 0.0
                     writer.add_step({**{key: value[i] for key, value in steps.items()},
                                      "policy_action": steps["action"][i] + offset})
                 writer.end_episode(success=True, source="policy", policy_id=own.name)
     evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
-    result = rank_policies([own, never], data, evaluator, out=None, progress=False)
-    first, second = result["candidates"]
-    assert (first["mc_episodes"], first["on_policy_episodes"]) == (3, 2) and second["on_policy_episodes"] == 0
+    rows = rank_policies([own, never], data, evaluator, out=None, progress=False)["candidates"]
+    assert (rows[0]["mc_episodes"], rows[0]["on_policy_episodes"], rows[1]["on_policy_episodes"]) == (3, 3, 0)
+
+    cache, _ = load_cache(data, evaluator.obs_key)  # the same fit by hand: same data, same seed
+    critic = ChunkedTDEvaluator(evaluator, cache)
+    proposals = critic.policy_chunks(own, np.flatnonzero(cache.valid))
+    assert critic.fit(own, proposals).value == pytest.approx(rows[0]["estimate"], abs=1e-6)
+    returns = own_returns(critic, proposals, [4, 5, 6])  # the store's four episodes come first
+    slot = int(cache.episode_starts()[6]) + 3
+    bootstrap = critic.q_values(cache.data[evaluator.obs_key][[slot]], proposals[[slot]].reshape(1, 8, -1),
+                                cache.step[[slot]]).mean()
     gamma = evaluator.gamma
-    episode_return = float(np.sum(steps["reward"] * gamma ** np.arange(len(steps["reward"]))))
-    assert first["blend_weight"] == 1.0 and first["blend"] == pytest.approx(episode_return)
-    assert second["blend_weight"] == 0.0 and second["blend"] == second["estimate"]
+    expected = [discounted_return(first["reward"], gamma), discounted_return(second["reward"], gamma),
+                discounted_return(first["reward"][:3], gamma) + gamma ** 3 * bootstrap]
+    np.testing.assert_allclose(returns, expected, rtol=1e-5, atol=1e-6)
+    values, weights = blend([r["estimate"] for r in rows], [returns, []])
+    assert [r["blend"] for r in rows] == pytest.approx(list(values), abs=1e-6) and rows[1]["blend_weight"] == 0.0
+    assert [r["blend_weight"] for r in rows] == pytest.approx(list(weights)) and rows[1]["blend"] == rows[1]["estimate"]
     assert rank_policies([own, never], data, evaluator, out=None, progress=False,
                          leave_out=True)["candidates"][0]["on_policy_episodes"] == 0
 

@@ -163,9 +163,13 @@ def test_a_resumed_run_refills_its_replay_and_continues_its_records(reach, tmp_p
                             ("intervention", last["intervention"])):
             np.testing.assert_array_equal(tail[-1][key], stored)
 
-    # a run's folder is never written over; resuming needs a checkpoint
+    # a run's folder is never written over; resuming needs a checkpoint behind the steps asked for
     assert main([*args, "steps=300"]) == 2
-    assert "already holds a run (its rollouts); give a new out=DIR, or resume=true" in capsys.readouterr().err
+    assert "already holds a run; give a new out=DIR, or resume=true" in capsys.readouterr().err
+    assert main([*args, "steps=300", "resume=true"]) == 2
+    assert "already at 300 env steps; give steps= more than that" in capsys.readouterr().err
+    assert main([*args, "steps=400", "resume=true", "num_envs=4"]) == 2
+    assert "resume it with num_envs=2" in capsys.readouterr().err
     shutil.rmtree(out / "checkpoints")
     assert main([*args, "steps=400", "resume=true"]) == 2
     assert "has no checkpoint to continue from" in capsys.readouterr().err

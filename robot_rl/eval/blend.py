@@ -25,7 +25,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from robot_rl.eval.chunked_td import discounted_return
+
+def discounted_return(rewards: np.ndarray, gamma: float) -> float:
+    """sum_t gamma^t r_t of one episode's rewards (from its first step)."""
+    rewards = np.asarray(rewards, np.float64)
+    return float(np.sum(rewards * gamma ** np.arange(len(rewards))))
 
 
 def on_policy_steps(cache, start: int, length: int, tolerance: float = 1e-6) -> np.ndarray:
@@ -58,8 +62,9 @@ def blend(estimates: Sequence[float], returns: Sequence[Sequence[float]]) -> tup
     """Blended values and the weight each candidate's returns got (see the module docstring). `estimates`: the
     critic's value per candidate; `returns`: each candidate's on-policy episode returns (empty if it never ran).
     With no candidate of two or more episodes there is no spread to weigh the returns by: the estimates stand. When
-    every candidate's returns are alike within it (a handful of failures each), the spread of all returns together
-    stands in for sigma^2, so two identical returns never outweigh the critic outright."""
+    every candidate's returns are alike within it (a handful of failures each), the spread of all returns and
+    estimates together stands in for sigma^2: identical returns never outweigh the critic outright, yet many of them
+    still carry their weight."""
     estimates = np.asarray(estimates, np.float64)
     counts = np.array([len(r) for r in returns])
     means = np.array([np.mean(r) if len(r) else 0.0 for r in returns])
@@ -68,9 +73,10 @@ def blend(estimates: Sequence[float], returns: Sequence[Sequence[float]]) -> tup
         return estimates, np.zeros(len(estimates))
     sigma2 = sum(float(np.sum((np.asarray(r) - np.mean(r)) ** 2)) for r, s in zip(returns, spread) if s)
     sigma2 /= float(np.sum(counts[spread] - 1))
-    if sigma2 == 0.0:  # every candidate's few returns alike (e.g. all failures): no evidence they are exact, so
-        sigma2 = float(np.var(np.concatenate([np.asarray(r, np.float64) for r in returns]), ddof=1))  # all of them
-    if sigma2 == 0.0:  # every return the same: nothing to tell the candidates apart by
+    if sigma2 <= 1e-12:  # every candidate's few returns alike (e.g. all failures): no evidence they are exact, so
+        # the spread of all returns and estimates together stands in (above zero whenever the critic disagrees)
+        sigma2 = float(np.var(np.concatenate([*(np.asarray(r, np.float64) for r in returns), estimates]), ddof=1))
+    if sigma2 <= 1e-12:  # every return and estimate the same: nothing to move
         return estimates, np.zeros(len(estimates))
     ran = counts > 0
     noise = sigma2 / np.maximum(counts, 1)

@@ -37,6 +37,7 @@ import optax
 
 from robot_rl.data import ChunkSampler, ReplayCache
 from robot_rl.errors import UserError
+from robot_rl.eval.blend import discounted_return
 from robot_rl.rl.layers import project_params
 from robot_rl.rl.networks import CriticEnsemble
 
@@ -232,12 +233,6 @@ class ChunkedTDEvaluator:
         `steps` (B,): each observation's step in its episode, needed when the critic was fitted with a time limit."""
         features = self._features(obs, steps)
         return np.asarray(self._q(self.params, features, np.asarray(chunks, np.float32).reshape(len(obs), -1)))
-
-
-def discounted_return(rewards: np.ndarray, gamma: float) -> float:
-    """sum_t gamma^t r_t of one episode's rewards (from its first step)."""
-    rewards = np.asarray(rewards, np.float64)
-    return float(np.sum(rewards * gamma ** np.arange(len(rewards))))
 
 
 def mc_value(cache: ReplayCache, gamma: float) -> float:

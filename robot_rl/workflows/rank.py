@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
-from robot_rl.eval.blend import blend, on_policy_return, on_policy_steps
-from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, discounted_return, mc_value
+from robot_rl.eval.blend import blend, discounted_return, on_policy_return, on_policy_steps
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
 

@@ -46,10 +46,17 @@ def test_blend_edge_cases():
     values, weights = blend([0.3, 0.5], [[1.0], []])
     np.testing.assert_array_equal(values, [0.3, 0.5])
     np.testing.assert_array_equal(weights, [0.0, 0.0])
-    # each candidate's returns alike (sigma^2 pooled 0): the spread of all returns, var([0, 0, 1, 1, 1]) = 0.3, stands
-    # in, so two returns do not outweigh the critic outright; tau^2 = 0.25 - (0.15 + 0.15 + 0.3) / 3 = 0.05
+    # each candidate's returns alike (sigma^2 pooled 0): the spread of all returns and estimates stands in,
+    # var([0, 0, 1, 1, 1, 0.5, 0.5, 0.5], ddof=1) = 1.21875 / 7 (mean 0.5625), so two returns do not outweigh the
+    # critic outright; tau^2 = mean disagreement^2 0.25 - mean(sigma^2 / 2, sigma^2 / 2, sigma^2 / 1)
     values, weights = blend([0.5, 0.5, 0.5], [[0.0, 0.0], [1.0, 1.0], [1.0]])
-    np.testing.assert_allclose(weights, [0.05 / 0.2, 0.05 / 0.2, 0.05 / 0.35])
+    sigma2 = 1.21875 / 7
+    tau2 = 0.25 - (sigma2 / 2 + sigma2 / 2 + sigma2) / 3
+    np.testing.assert_allclose(weights, [tau2 / (tau2 + sigma2 / 2)] * 2 + [tau2 / (tau2 + sigma2)])
+    assert weights.max() < 0.61
+    # a candidate failing all of many episodes: its returns win even though they never vary
+    values, weights = blend([0.8, 0.4], [[0.0] * 30, []])
+    assert weights[0] > 0.99 and values[0] < 0.01 and (values[1], weights[1]) == (0.4, 0.0)
     # critic and returns agree within the returns' noise: the critic is trusted
     values, weights = blend([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]])
     np.testing.assert_array_equal(weights, [0.0, 0.0])

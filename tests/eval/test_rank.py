@@ -13,8 +13,8 @@ import pytest
 from robot_rl.cli.main import main
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
-from robot_rl.eval.blend import blend
-from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, discounted_return
+from robot_rl.eval.blend import blend, discounted_return
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect

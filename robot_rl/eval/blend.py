@@ -22,8 +22,12 @@ E[sum_{t<tau} gamma^t r_t + gamma^tau V(s_tau)] = V(s_0)); an episode off-policy
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from robot_rl.data import ReplayCache
 
 
 def discounted_return(rewards: np.ndarray, gamma: float) -> float:
@@ -32,7 +36,7 @@ def discounted_return(rewards: np.ndarray, gamma: float) -> float:
     return float(np.sum(rewards * gamma ** np.arange(len(rewards))))
 
 
-def on_policy_steps(cache, start: int, length: int, tolerance: float = 1e-6) -> np.ndarray:
+def on_policy_steps(cache: ReplayCache, start: int, length: int, tolerance: float = 1e-6) -> np.ndarray:
     """(length,) bool: which steps of the cached episode at `start` ran the logged policy's own proposal. A step with
     an `intervention`, or whose `action` differs from its `policy_action` (where the cache has them; a NaN proposal
     counts as followed), is not."""

@@ -159,8 +159,8 @@ def resume_point(out: Path, loop: LoopConfig, num_envs: int) -> dict[str, Any]:
         return {}
     meta = read_checkpoint(checkpoint)[1]["meta"]
     if meta["env_steps"] != meta["iteration"] * num_envs:
-        raise UserError(f"resume=true: the run stepped {meta['env_steps'] // max(meta['iteration'], 1)} envs at a "
-                        f"time; resume it with num_envs={meta['env_steps'] // max(meta['iteration'], 1)}")
+        stepped = meta["env_steps"] // max(meta["iteration"], 1)
+        raise UserError(f"resume=true: the run stepped {stepped} envs at a time; resume it with num_envs={stepped}")
     if loop.total_steps <= meta["env_steps"]:
         raise UserError(f"resume=true: the run is already at {meta['env_steps']} env steps; give steps= more than "
                         "that")
@@ -354,6 +354,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     loop.obs_key = OBS_KEY
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
     resumed = resume_point(out, loop, num_envs)
+    start_iteration = resumed.get("iteration", 0)  # a resumed run's samplers draw anew, not its first draws again
     recorded = EpisodeStore.exists(out / "rollouts")  # before this run's writer makes one
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
@@ -367,8 +368,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     action_dim = envs.single_action_space.shape[0]
     supervisor = None
     if takeover is not None and takeover.enabled:
-        supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000 + resumed.get("iteration", 0)),
-                                    num_envs, takeover)
+        supervisor = ExpertTakeover(ExpertBase(task, num_envs, seed=loop.seed + 1000 + start_iteration), num_envs,
+                                    takeover)
 
     with contextlib.ExitStack() as stack:
         writer = None
@@ -377,7 +378,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                                    image_shapes, append=bool(resumed))
             stack.callback(writer.close)
         cache = ReplayCache(loop.replay_capacity, replay_spec(obs_dim, action_dim, image_shapes=image_shapes))
-        replay = EpisodeReplay(cache, recipe, num_envs, loop.seed + resumed.get("iteration", 0), on_episode=writer)
+        replay = EpisodeReplay(cache, recipe, num_envs, loop.seed + start_iteration, on_episode=writer)
         demo_rewards, demo_states = [], []
         if demos is not None:
             episodes, sources = load_demos(demos, task, base, base_n_action_steps, image_shapes)
@@ -390,11 +391,13 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         earlier_evals, resumed_from = [], None
         if resumed:
             earlier_evals = log.truncate(resumed["env_steps"])
-            if not recorded:
+            if recorded:
+                put_back = restore_replay(replay, out / "rollouts", loop.replay_capacity, image_shapes)
+            else:
+                put_back = 0
                 print(f"[train-residual] resuming without {out / 'rollouts'} (the run kept none): the replay starts "
                       "from the demos alone", file=sys.stderr)
-            resumed_from = {"env_steps": resumed["env_steps"], "replay_episodes": restore_replay(
-                replay, out / "rollouts", loop.replay_capacity, image_shapes) if recorded else 0}
+            resumed_from = {"env_steps": resumed["env_steps"], "replay_episodes": put_back}
             if recipe.obs_stats is None:  # the statistics its networks learned with, even if the demos grew since
                 recipe = dataclasses.replace(recipe, obs_stats=resumed["agent"]["obs_stats"])
         if recipe.obs_stats is None:  # standardize the state on the demos' states (or random ones without demos)

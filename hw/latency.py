@@ -13,12 +13,12 @@ the graph's misses from the host's.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from robot_rl.files import write_json
 
 
 def _rose(now: float | None, then: float | None) -> bool:
@@ -109,7 +109,4 @@ class LatencyMonitor:
 
     def write(self, path: str | Path) -> None:
         """Atomically, so a reader polling for the file never sees half of it."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.summary()))
-        os.replace(tmp, path)
+        write_json(path, self.summary())

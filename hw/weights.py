@@ -3,7 +3,7 @@
 A version is two files in the learner's weights folder: `residual_v<version>.msgpack` (the residual actor's
 parameters, flax msgpack: no pickle, no code) and a `.json` sidecar (format, version, sha256 of the msgpack bytes,
 the agent config and sizes needed to rebuild the network). Both are written atomically (temporary file + rename,
-`robot_rl.rl.checkpoint.atomic_write`), sidecar last, and only then announced as JSON `{version, path, sha256}`.
+`robot_rl.files.write_atomic`), sidecar last, and only then announced as JSON `{version, path, sha256}`.
 
 The actor trusts nothing it is told: `load_weights` re-hashes the bytes and compares them with the announcement
 and the sidecar, restores the tree without a template and checks every leaf's path and shape against the network
@@ -31,8 +31,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hw.msgs import String  # noqa: E402
+from robot_rl.files import write_atomic  # noqa: E402
 from robot_rl.rl.agent import ResidualAgent  # noqa: E402
-from robot_rl.rl.checkpoint import atomic_write, sha256_hex  # noqa: E402
+from robot_rl.rl.checkpoint import sha256_hex  # noqa: E402
 from robot_rl.rl.config import AgentConfig  # noqa: E402
 
 FORMAT = "robot_rl.residual_weights"
@@ -87,8 +88,8 @@ def write_weights(directory: str | Path, version: int, cfg: AgentConfig, obs_dim
     digest = sha256_hex(data)
     sidecar = {"format": FORMAT, "version": version, "sha256": digest, "bytes": len(data), "agent": cfg.to_dict(),
                "obs_dim": obs_dim, "action_dim": action_dim, **(meta or {})}
-    atomic_write(path, data)
-    atomic_write(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
+    write_atomic(path, data)
+    write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
     for old in sorted(Path(directory).glob("residual_v*.msgpack"))[:-keep]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

@@ -7,8 +7,6 @@ The CLI only parses and dispatches; the work lives in `robot_rl.workflows`. Each
 from __future__ import annotations
 
 import importlib
-import json
-import math
 import os
 import re
 import sys
@@ -205,31 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     if result is not None:
-        print(json.dumps(_finite(result), default=_json_default))
+        from robot_rl.files import json_text
+
+        print(json_text(result))
     return 0
-
-
-def _finite(value):
-    """JSON has no inf or NaN: undefined figures (e.g. a Sharpe ratio over zero spread) are written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from robot_rl.errors import UserError
+from robot_rl.files import write_atomic
 from robot_rl.policies.config import PolicyConfig
 from robot_rl.policies.policy import ChunkPolicy, PolicyModel
 from robot_rl.policies.spec import PolicySpec
@@ -29,26 +29,6 @@ from robot_rl.policies.spec import PolicySpec
 POLICY_FORMAT = "robot_rl.policy"
 TRAIN_STATE_FORMAT = "robot_rl.train_state"
 FORMAT_VERSION = "1"
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
+from robot_rl.files import write_atomic
 from robot_rl.policies.checkpoint import (
     read_train_state,
     restore_train_state,
     save_policy,
     save_train_state,
-    write_atomic,
 )
 from robot_rl.policies.config import PolicyConfig
 from robot_rl.policies.dataset import ChunkWindows, EpisodeData, read_episodes, split_episodes, store_task

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +14,10 @@ import flax.serialization
 import jax
 
 from robot_rl.errors import UserError
+from robot_rl.files import write_atomic
 
 FORMAT = "flax-msgpack"
 POINTER = "latest.json"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_hex(data: bytes) -> str:
@@ -49,9 +33,9 @@ def save_checkpoint(directory: str | Path, state: Any, meta: dict[str, Any], ste
     data = flax.serialization.to_bytes(state)
     path = directory / f"ckpt_{step:010d}.msgpack"
     sidecar = {"format": FORMAT, "sha256": sha256_hex(data), "bytes": len(data), "step": step, "meta": meta}
-    atomic_write(path, data)
-    atomic_write(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
-    atomic_write(directory / POINTER, json.dumps({"file": path.name, "sha256": sidecar["sha256"]}).encode())
+    write_atomic(path, data)
+    write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
+    write_atomic(directory / POINTER, json.dumps({"file": path.name, "sha256": sidecar["sha256"]}).encode())
     for old in sorted(directory.glob("ckpt_*.msgpack"))[:-keep]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

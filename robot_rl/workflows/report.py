@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on robots, CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
+
+from robot_rl.files import write_json  # noqa: E402
 
 
 @dataclass
@@ -60,8 +61,7 @@ class Report:
                 lines.append("")
         path = self.run_dir / "report.md"
         path.write_text("\n".join(lines))
-        (self.run_dir / "summary.json").write_text(json.dumps(
-            {s.title: s.table for s in self.sections}, indent=2, default=str))
+        write_json(self.run_dir / "summary.json", {s.title: s.table for s in self.sections})
         return path
 
 

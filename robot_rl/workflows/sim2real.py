@@ -13,7 +13,6 @@ ranking is scored: Spearman, Kendall, regret@1, MMRV.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
 from robot_rl.eval.ood import METHODS, OODConfig, combine, consensus, ood_scores
+from robot_rl.files import write_json
 from robot_rl.policies import load_policy, read_policy_header
 from robot_rl.policies.dataset import ChunkWindows, read_episodes
 from robot_rl.workflows.report import Report
@@ -199,7 +199,7 @@ def write_outputs(out_dir: Path, result: dict[str, Any], ranked: Mapping[str, np
                   rows: list[dict[str, Any]]) -> None:
     """ranking.json, report.md with the table, and plots: each ranking's estimate against the true value."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ranking.json").write_text(json.dumps(result, indent=1, default=str))
+    write_json(out_dir / "ranking.json", result)
     report = Report(out_dir, "Sim-to-real ranking")
     table = [{"rank": r["rank"], "candidate": r["candidate"], "sim_success": r["sim_success"],
               **{f"ood_{m}": r["ood"][m] for m in METHODS}, "combined": r["combined"],

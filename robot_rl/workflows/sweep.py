@@ -25,8 +25,8 @@ from typing import Any
 from tqdm import tqdm
 
 from robot_rl.errors import UserError
+from robot_rl.files import write_atomic
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
-from robot_rl.policies.checkpoint import write_atomic
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.evaluate import evaluate_policy
 

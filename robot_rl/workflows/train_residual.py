@@ -14,8 +14,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import json
-import os
+import io
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache, make_step_schema
 from robot_rl.data.replay import newest_that_fit
 from robot_rl.errors import UserError
+from robot_rl.files import write_atomic, write_json
 from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.checkpoint import latest_checkpoint, read_checkpoint
@@ -255,12 +255,11 @@ class RunLog:
                 reader = csv.DictReader(handle)
                 kept[kind] = [row for row in reader if int(float(row["env_steps"])) <= env_steps]
                 fields = list(reader.fieldnames or [])
-            partial = path.with_suffix(".csv.partial")
-            with open(partial, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(kept[kind])
-            os.replace(partial, path)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept[kind])
+            write_atomic(path, text.getvalue().encode())
         return [{key: int(float(value)) if key == "env_steps" else float(value) for key, value in row.items()
                  if value != ""} for row in kept["eval"]]
 
@@ -429,7 +428,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     if gate is not None and base is not None and writer is not None:
         summary["gate"] = gate_against_base(base, loop.checkpoint_dir, writer.store.root, float(gate["margin"]),
                                             int(gate["updates"]), loop.seed, sim.load_settings(task).max_steps)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(out / "summary.json", summary)
     return summary
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
 from robot_rl.eval.ood import METHODS, combine, consensus, standardize
-from robot_rl.policies.checkpoint import write_atomic
+from robot_rl.files import write_atomic
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.sim2real import config_from, format_table, rank_sim2real, score_rankings
 from robot_rl.workflows.sweep import rollout_success, run_sweep, sweep_configs

@@ -24,12 +24,16 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
                     variant: str | Mapping[str, Any] = "nominal", scheduler: str = "open_loop", seed: int = 0,
                     noise: float = 0.0, fail_prob: float = 0.0, n_action_steps: int | None = None,
                     task_settings: Mapping[str, Any] | None = None, progress: bool = True,
-                    ddim_steps: int | None = None) -> dict[str, Any]:
+                    ddim_steps: int | None = None, action_noise: float = 0.0) -> dict[str, Any]:
     """Roll `policy` ("expert" or a checkpoint path) out for `episodes` episodes; returns success_rate, mean_return,
     mean_length, episodes (and task, variant, policy). `noise`/`fail_prob` tune the expert; `scheduler` and
-    `n_action_steps` the chunk scheduler of a checkpoint, `ddim_steps` a diffusion checkpoint's sampling steps."""
+    `n_action_steps` the chunk scheduler of a checkpoint, `ddim_steps` a diffusion checkpoint's sampling steps.
+    `action_noise`: Gaussian noise of that std (normalized action units) on every executed action, clipped to the
+    action range: how a policy does when run with exploration noise, as logged data often is."""
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
+    if action_noise < 0:
+        raise UserError(f"action_noise={action_noise} must be >= 0 (std of the noise on each action)")
     if policy == "expert":
         if not task:
             raise UserError("give the task to evaluate the expert on, e.g. robot-rl evaluate task=PushCube")
@@ -39,6 +43,7 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
     else:
         env, act, reset, close = _checkpoint_actor(policy, task, variant, scheduler, n_action_steps, task_settings,
                                                    ddim_steps)
+    noise_rng = np.random.default_rng(seed)
     returns, lengths, successes = [], [], 0
     try:
         for episode in tqdm(range(episodes), desc=f"evaluate {env.robot.name}", unit="ep", file=sys.stderr,
@@ -47,7 +52,10 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
             reset(seed + episode)
             total, t, done, success = 0.0, 0, False, False
             while not done:
-                obs, reward, success, truncated, _ = env.step(act(obs))
+                action = act(obs)
+                if action_noise > 0:
+                    action = np.clip(action + noise_rng.normal(0.0, action_noise, np.shape(action)), -1.0, 1.0)
+                obs, reward, success, truncated, _ = env.step(action)
                 total, t, done = total + reward, t + 1, success or truncated
             returns.append(total)
             lengths.append(t)
@@ -92,4 +100,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            scheduler=str(cfg.scheduler), seed=int(cfg.seed), noise=float(cfg.expert.noise),
                            fail_prob=float(cfg.expert.fail_prob), n_action_steps=cfg.get("n_action_steps"),
                            task_settings=task_settings(task_cfg) if task_cfg is not None else None,
-                           progress=bool(cfg.progress), ddim_steps=cfg.get("ddim_steps"))
+                           progress=bool(cfg.progress), ddim_steps=cfg.get("ddim_steps"),
+                           action_noise=float(cfg.action_noise))

@@ -14,7 +14,6 @@ values (rolled out in a mirror, read from a CSV, or passed in) every estimator i
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
@@ -27,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
-from robot_rl.eval.blend import blend, discounted_return, on_policy_return, on_policy_steps
+from robot_rl.eval.blend import blend, discounted_return, logged_steps, own_return
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
+from robot_rl.files import write_json
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
 
@@ -111,25 +111,34 @@ def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | 
     return results
 
 
-def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Sequence[int]) -> list[float]:
-    """The on-policy return of each of a candidate's own `episodes` (indices in the critic's cache), bootstrapped
-    where the policy stopped choosing by `critic`, just fitted for it; `proposals`: its chunks at the cache's valid
+def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Sequence[int],
+                tolerance: float) -> list[float]:
+    """The return of each of a candidate's own `episodes` (indices in the critic's cache) until a takeover or a chunk
+    more than `tolerance` off its proposals, corrected for smaller exploration noise and bootstrapped where it stops
+    by `critic`, just fitted for the candidate (`eval.blend.own_return`); `proposals`: its chunks at the cache's valid
     slots (`policy_chunks`)."""
     cache, cfg = critic.cache, critic.cfg
     valid, starts = np.flatnonzero(cache.valid), cache.episode_starts()
-    width = cfg.horizon * critic.action_dim
+    horizon, width = cfg.horizon, cfg.horizon * critic.action_dim
+
+    def q(slot: int, chunk: np.ndarray) -> float:
+        slots = np.array([slot])
+        return float(critic.q_values(cache.data[cfg.obs_key][slots], chunk.reshape(1, horizon, -1),
+                                     cache.step[slots]).mean())
+
     returns = []
     for i in episodes:
         start = int(starts[i])
         length = int(cache.steps_left[start])
 
         def value_at(t: int, start: int = start) -> float:
-            slot = np.array([start + t])
-            chunk = proposals[np.searchsorted(valid, slot), :width].reshape(1, cfg.horizon, -1)
-            return float(critic.q_values(cache.data[cfg.obs_key][slot], chunk, cache.step[slot]).mean())
+            return q(start + t, proposals[np.searchsorted(valid, start + t), :width])
 
-        value = on_policy_return(cache.data["reward"][start:start + length], on_policy_steps(cache, start, length),
-                                 cfg.gamma, value_at)
+        def logged_value_at(t: int, start: int = start) -> float:
+            return q(start + t, cache.data["action"][start + t:start + t + horizon])
+
+        value = own_return(cache.data["reward"][start:start + length], *logged_steps(cache, start, length), horizon,
+                           cfg.gamma, value_at, logged_value_at, tolerance)
         if value is not None:
             returns.append(value)
     return returns
@@ -139,7 +148,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
                   out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True,
-                  leave_out: bool = False) -> dict[str, Any]:
+                  leave_out: bool = False, blend_tolerance: float = 0.03) -> dict[str, Any]:
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
 
     `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the
@@ -149,12 +158,15 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
-    mc_episodes, blend, blend_weight, on_policy_episodes (its own episodes the blend used), data_episodes (the
+    mc_episodes, blend, blend_weight, blend_returns (the returns of its own episodes the blend used), data_episodes (the
     episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies"[,
     "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()
     baseline = baseline or fqe_config(evaluator)
+    if blend_tolerance < 0:
+        raise UserError(f"blend_tolerance must be >= 0 (RMS gap between logged and proposed actions), got "
+                        f"{blend_tolerance}")
     if truth is not None and not isinstance(truth, Mapping) and str(truth) != "sim":
         read_truth_csv(truth, [])  # a missing truth file fails before any work
     if candidates and all(isinstance(c, Candidate) for c in candidates):
@@ -179,7 +191,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe
         proposals = longer.policy_chunks(candidate, np.flatnonzero(longer.cache.valid))  # one pass, both critics
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
-        returns.append([] if leave_out else own_returns(chunked, proposals, own))
+        returns.append([] if leave_out else own_returns(chunked, proposals, own, blend_tolerance))
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
                      "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
     behavior_value = mc_value(cache, evaluator.gamma)
@@ -192,7 +204,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         rows[i].update(rank=rank)
     blended, weights = blend([r["estimate"] for r in rows], returns)
     for row, value, count, b, w, used in zip(rows, mc, mc_episodes, blended, weights, returns):
-        row.update(mc=value, mc_episodes=count, blend=float(b), blend_weight=float(w), on_policy_episodes=len(used))
+        row.update(mc=value, mc_episodes=count, blend=float(b), blend_weight=float(w), blend_returns=used)
     result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": behavior_value, "candidates": rows}
 
     if truth is not None:
@@ -249,7 +261,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ranking.json").write_text(json.dumps(json_finite(result), indent=1))
+    write_json(out / "ranking.json", result)
     rows = result["candidates"]
     if "true" not in rows[0]:
         return out
@@ -281,17 +293,6 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
     return out
 
 
-def json_finite(value: Any) -> Any:
-    """JSON has no NaN or inf: undefined scores (a rank correlation of constant estimates) are written as null."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_finite(v) for v in value]
-    return value
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.method == "sim2real":
         from robot_rl.workflows.sim2real import run as run_sim2real
@@ -306,6 +307,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         baseline=evaluator_config(OmegaConf.to_container(cfg.baseline, resolve=True)),
         truth=cfg.truth, task=cfg.task, variant=OmegaConf.to_container(cfg.variant, resolve=True),
         truth_episodes=int(cfg.truth_episodes), out=cfg.out, seed=int(cfg.seed), progress=bool(cfg.progress),
-        leave_out=bool(cfg.leave_out))
+        leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance))
     print(format_table(result))
     return result

@@ -130,11 +130,13 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
                       leave_out=True)
 
 
-def test_blend_uses_a_candidates_own_on_policy_episodes(setup, tmp_path):
-    """Three episodes logged as the first candidate's: two ran its proposals throughout, one explored off them from
-    step 3 on (its return stops there and the critic's value of the candidate's chunk at step 3 stands in for the
-    rest). The blend weighs those three returns against the critic; the candidate that never ran keeps its
-    estimate, and under leave_out nothing is blended."""
+def test_blend_uses_a_candidates_own_episodes(setup, tmp_path):
+    """Five episodes logged as the first candidate's: two ran its proposals throughout; one ran 0.01 off them from
+    step 3 on (each chunk's return corrected by the critic's advantage of the candidate's chunk over the one that
+    ran); one 0.2 off from step 10 (beyond blend_tolerance: its return ends at that chunk's start, step 8, where the
+    critic's value of the candidate's chunk stands in); one taken over at step 3 (ends there). The blend weighs the
+    five returns against the critic; the candidate that never ran keeps its estimate; under leave_out nothing is
+    blended."""
     root, store, candidates = setup
     data = tmp_path / "logged"
     shutil.copytree(store, data)
@@ -142,33 +144,50 @@ def test_blend_uses_a_candidates_own_on_policy_episodes(setup, tmp_path):
     with EpisodeStore.open(data, mode="a") as logged:
         first, second = (logged.episode(i) for i in (0, 1))
         with logged.writer() as writer:
-            for steps, explored_from in ((first, None), (second, None), (first, 3)):
+            for steps, offset, taken in ((first, 0.0, False), (second, 0.0, False), (first, (0.01, 3), False),
+                                         (first, (0.2, 10), False), (first, 0.0, True)):
                 for i in range(len(steps["reward"])):
-                    offset = 0.05 if explored_from is not None and i >= explored_from else 0.0
+                    off = offset[0] if offset and i >= offset[1] else 0.0
                     writer.add_step({**{key: value[i] for key, value in steps.items()},
-                                     "policy_action": steps["action"][i] + offset})
+                                     "policy_action": steps["action"][i] + off, "intervention": taken and i >= 3})
                 writer.end_episode(success=True, source="policy", policy_id=own.name)
     evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
     rows = rank_policies([own, never], data, evaluator, out=None, progress=False)["candidates"]
-    assert (rows[0]["mc_episodes"], rows[0]["on_policy_episodes"], rows[1]["on_policy_episodes"]) == (3, 3, 0)
+    assert (rows[0]["mc_episodes"], len(rows[0]["blend_returns"]), rows[1]["blend_returns"]) == (5, 5, [])
 
     cache, _ = load_cache(data, evaluator.obs_key)  # the same fit by hand: same data, same seed
     critic = ChunkedTDEvaluator(evaluator, cache)
     proposals = critic.policy_chunks(own, np.flatnonzero(cache.valid))
     assert critic.fit(own, proposals).value == pytest.approx(rows[0]["estimate"], abs=1e-6)
-    returns = own_returns(critic, proposals, [4, 5, 6])  # the store's four episodes come first
-    slot = int(cache.episode_starts()[6]) + 3
-    bootstrap = critic.q_values(cache.data[evaluator.obs_key][[slot]], proposals[[slot]].reshape(1, 8, -1),
-                                cache.step[[slot]]).mean()
-    gamma = evaluator.gamma
-    expected = [discounted_return(first["reward"], gamma), discounted_return(second["reward"], gamma),
-                discounted_return(first["reward"][:3], gamma) + gamma ** 3 * bootstrap]
+    returns = own_returns(critic, proposals, [4, 5, 6, 7, 8], tolerance=0.03)  # the store's four episodes first
+    starts = cache.episode_starts()
+
+    def q(slot, chunk):
+        return critic.q_values(cache.data[evaluator.obs_key][[slot]], chunk.reshape(1, 8, -1),
+                               cache.step[[slot]]).mean()
+
+    gamma, n = evaluator.gamma, len(first["reward"])
+    full = n // 8 * 8
+    explored = discounted_return(first["reward"][:full], gamma)
+    for c in range(0, full, 8):  # every chunk a little off (the first from its step 3), a partial last one cut
+        slot = int(starts[6]) + c
+        explored += gamma ** c * (q(slot, proposals[slot]) - q(slot, cache.data["action"][slot:slot + 8]))
+    if n % 8:
+        explored += gamma ** full * q(int(starts[6]) + full, proposals[int(starts[6]) + full])
+    far, taken = int(starts[7]) + 8, int(starts[8]) + 3
+    expected = [discounted_return(first["reward"], gamma), discounted_return(second["reward"], gamma), explored,
+                discounted_return(first["reward"][:8], gamma) + gamma ** 8 * q(far, proposals[far]),
+                discounted_return(first["reward"][:3], gamma) + gamma ** 3 * q(taken, proposals[taken])]
     np.testing.assert_allclose(returns, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows[0]["blend_returns"], returns, rtol=1e-5, atol=1e-6)
+    assert abs(returns[2] - returns[0]) > 1e-5  # the correction moved the explored episode's return
     values, weights = blend([r["estimate"] for r in rows], [returns, []])
     assert [r["blend"] for r in rows] == pytest.approx(list(values), abs=1e-6) and rows[1]["blend_weight"] == 0.0
     assert [r["blend_weight"] for r in rows] == pytest.approx(list(weights)) and rows[1]["blend"] == rows[1]["estimate"]
     assert rank_policies([own, never], data, evaluator, out=None, progress=False,
-                         leave_out=True)["candidates"][0]["on_policy_episodes"] == 0
+                         leave_out=True)["candidates"][0]["blend_returns"] == []
+    with pytest.raises(UserError, match="blend_tolerance must be >= 0"):
+        rank_policies([own], data, evaluator, out=None, progress=False, blend_tolerance=-1.0)
 
 
 def test_monte_carlo_by_candidate_by_hand():

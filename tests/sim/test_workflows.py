@@ -107,6 +107,13 @@ def test_evaluate_the_expert_reports_success_and_return():
     assert failing["success_rate"] == 0.0 and failing["mean_length"] == 150
 
 
+def test_evaluate_with_action_noise_runs_noisy_actions():
+    """PushCube's pushes are precise: noise on every executed action fails the expert that succeeds without it."""
+    clean = evaluate_policy("PushCube", "expert", episodes=3, progress=False)
+    noisy = evaluate_policy("PushCube", "expert", episodes=3, progress=False, action_noise=0.3)
+    assert clean["success_rate"] == 1.0 and noisy["success_rate"] == 0.0
+
+
 def test_cli_collect_then_validate_and_evaluate(tmp_path):
     root = tmp_path / "reach"
     collected = robot_rl("collect", "task=Reach", "episodes=3", f"out={root}", "expert.noise=0.01")
@@ -123,7 +130,7 @@ def test_cli_collect_then_validate_and_evaluate(tmp_path):
 
 
 @pytest.mark.parametrize("args", [("collect", "task=Stack", "out=x"), ("evaluate", "task=Reach", "variant=real_z"),
-                                  ("collect", "task=Reach")])
+                                  ("collect", "task=Reach"), ("evaluate", "task=Reach", "action_noise=-0.1")])
 def test_cli_bad_input_is_one_line_and_exit_2(args, tmp_path):
     done = robot_rl(*args)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

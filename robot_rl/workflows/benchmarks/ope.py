@@ -47,11 +47,12 @@ from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.eval.steering import SteeredPolicy
+from robot_rl.files import write_json
 from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_policy
 from robot_rl.rl.takeover import DriftTakeover
 from robot_rl.workflows.candidates import Candidate, rollout_values
 from robot_rl.workflows.collect import collect, make_task_env
-from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, json_finite, load_cache, rank_policies
+from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, load_cache, rank_policies
 
 TARGETS = {"spearman": 0.9, "regret_at_1": 0.05, "steering_gain_points": 5.0}
 SCORE_KEYS = ("spearman", "regret_at_1", "sharpe_at_3")
@@ -200,7 +201,7 @@ def truth_values(cache_dir: Path, task: str, candidates: Sequence[Candidate], ep
         if key not in known:
             actor = ChunkActor(candidate, 1, candidate.spec.n_action_steps, candidate.policy.reset)
             known[key] = rollout_values(actor, env, episodes, gamma, seed, desc="truth", progress=progress)
-            path.write_text(json.dumps(known, indent=1))
+            write_json(path, known)
         results.append(known[key])
     env.close()
     return results
@@ -260,7 +261,8 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
               drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, data_draws: int = 3,
-              leave_out: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+              leave_out: bool = False, blend_tolerance: float = 0.03, seed: int = 0,
+              progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     if data_draws < 1:
         raise UserError(f"data_draws must be at least 1, got {data_draws}")
@@ -296,7 +298,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                         episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
                         seed + draw, progress)
         result = rank_policies(candidates, data, evaluator, baseline, truth=true_values, out=draw_out, seed=seed,
-                               progress=progress, leave_out=leave_out)
+                               progress=progress, leave_out=leave_out, blend_tolerance=blend_tolerance)
         for row, t in zip(result["candidates"], truth):
             row.update(true_success=t["success_rate"])
         if progress:
@@ -317,7 +319,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
         ours["spearman"] >= TARGETS["spearman"] and ours["regret_at_1"] <= TARGETS["regret_at_1"]
         and ours["spearman"] > fqe["spearman"] and ours["regret_at_1"] <= fqe["regret_at_1"]
         and (steer_base is None or summary["steering"]["gain_points"] >= TARGETS["steering_gain_points"]))
-    (out / "summary.json").write_text(json.dumps(json_finite(summary), indent=1, default=float))
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -338,4 +340,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
                      time_limit=bool(cfg.time_limit), steer=steer, data_draws=int(pick("data_draws")),
-                     leave_out=bool(cfg.leave_out), seed=int(cfg.seed), progress=bool(cfg.progress))
+                     leave_out=bool(cfg.leave_out),
+                     blend_tolerance=float(cfg.blend_tolerance), seed=int(cfg.seed), progress=bool(cfg.progress))

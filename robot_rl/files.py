@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,15 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique, created under the umask
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -42,7 +42,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
 def json_text(value: Any, indent: int | None = None) -> str:
     """`value` as strict JSON: non-finite floats as null, NumPy scalars and arrays as numbers and lists, paths as
     strings; anything else that JSON cannot hold is a TypeError."""
-    return json.dumps(_finite(value), indent=indent, default=_plain)
+    return json.dumps(_finite(value), indent=indent, default=lambda v: _finite(_plain(v)), allow_nan=False)
 
 
 def write_json(path: str | Path, value: Any) -> None:
@@ -57,8 +57,6 @@ def _finite(value: Any) -> Any:
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        return _finite(value.tolist())
     return value
 
 

@@ -1,4 +1,4 @@
-"""The critic's estimate blended with each candidate's own on-policy returns, by empirical Bayes.
+"""The critic's estimate blended with the returns of each candidate's own logged episodes, by empirical Bayes.
 
 When candidates have run (their logged episodes carry their policy_id), their own episodes are unbiased samples of
 their value, but few and noisy (a handful of sparse-reward episodes each); the chunked-TD critic's estimate is
@@ -16,16 +16,21 @@ critic is trusted.
 An own episode's return counts until its first takeover, where the critic's value of the policy's chunk at that
 state stands in for the rest: for a stopping time tau, E[sum_{t<tau} gamma^t r_t + gamma^tau V(s_tau)] = V(s_0).
 Chunks that ran with small exploration noise on the proposals are corrected: with c = 0, H, 2H, ... the chunk starts
-and a_c the H actions that ran from c,
+and a_c the actions that ran from c (until the chunk's end, the stop or the episode's end, the rest of the chunk
+filled with the policy's own, which change nothing after an episode's end),
 
     V(s_0) = sum_t gamma^t r_t + sum_c gamma^c (Q(s_c, pi(s_c)) - Q(s_c, a_c)) + (TD errors of Q, zero mean),
 
-so the return moves by the critic's advantage of the policy's chunk over the chunk that ran; chunks that ran as
-proposed need no correction. Exact for the true Q, but a fitted critic barely tells nearby chunks apart, and larger
-noise makes the logged episodes another policy's: on PushCube, noise 0.1 drops a 90% candidate to 13% and ranks the
-candidates' noisy successes at Spearman 0.41 against their true ones (0.92 at noise 0.02). So a chunk further than
-`tolerance` (RMS, normalized action units) from the proposals ends the return at its start, as a takeover does; an
-episode that leaves nothing (taken over, or too noisy, from its start) gives nothing.
+so the return moves by the critic's advantage of the policy's chunk over what ran; chunks that ran as proposed need
+no correction (exact when the logged policy executes its chunks open loop on the critic's H-step grid, as `bench ope`
+does; another replanning period makes a clean chunk approximately the policy's, and a stop inside a chunk switches to
+the policy's fresh chunk where the filled-in chunk continues the old one). Exact for the true Q, but a fitted critic
+barely tells nearby chunks apart, and larger noise makes the logged episodes another policy's: on PushCube, noise 0.1
+drops a 90% candidate to 13% and ranks the candidates' noisy successes at Spearman 0.41 against their true ones (0.92
+at noise 0.02). So a step whose action ran further than `tolerance` from the proposal (RMS over the action's
+dimensions, normalized units) ends the return there, as a takeover does. Every stop is decided by what happened up to
+its step, never by what came after, which keeps the estimate unbiased; an episode stopped at its first step gives
+nothing.
 """
 
 from __future__ import annotations
@@ -46,41 +51,37 @@ def discounted_return(rewards: np.ndarray, gamma: float) -> float:
 
 
 def logged_steps(cache: ReplayCache, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two (length,) arrays over the cached episode at `start`: each step's mean squared gap between the `action`
-    that ran and the logged policy's `policy_action` (0 where the cache has no proposals, or a NaN one), and whether
-    it was `intervention` (taken over)."""
+    """Two (length,) arrays over the cached episode at `start`: each step's gap between the `action` that ran and the
+    logged policy's `policy_action` (RMS over the action's dimensions; 0 where the cache has no proposals, or a NaN
+    one), and whether it was an `intervention` (taken over)."""
     steps = slice(start, start + length)
-    gap2, taken_over = np.zeros(length), np.zeros(length, bool)
+    gap, taken_over = np.zeros(length), np.zeros(length, bool)
     if "intervention" in cache.spec:
         taken_over = cache.data["intervention"][steps].astype(bool)
     if "policy_action" in cache.spec:
-        gap = (cache.data["action"][steps] - cache.data["policy_action"][steps]).reshape(length, -1)
-        gap2 = np.nan_to_num(np.mean(np.square(gap, dtype=np.float64), axis=1), nan=0.0)
-    return gap2, taken_over
+        diff = (cache.data["action"][steps] - cache.data["policy_action"][steps]).reshape(length, -1)
+        gap = np.nan_to_num(np.sqrt(np.mean(np.square(diff, dtype=np.float64), axis=1)), nan=0.0)
+    return gap, taken_over
 
 
-def own_return(rewards: np.ndarray, gap2: np.ndarray, taken_over: np.ndarray, horizon: int, gamma: float,
-               value_at: Callable[[int], float], logged_value_at: Callable[[int], float],
-               tolerance: float = 0.03) -> float | None:
-    """The policy's return estimated from one of its own episodes (see the module docstring): the discounted return
-    until it stops, plus gamma^tau `value_at(tau)` (the critic's value of the policy's chunk at step tau) where it
-    stops inside the episode, plus gamma^c (`value_at(c)` - `logged_value_at(c)`, the critic's value of the H actions
-    that ran from c) for each full chunk before that which ran off its proposals by at most `tolerance` (RMS of
-    `gap2`, from `logged_steps`). It stops at the first takeover, or at the start of the first chunk further off
-    than `tolerance` (of a last partial chunk off its proposals at all). None when it stops at step 0."""
+def own_return(rewards: np.ndarray, gap: np.ndarray, taken_over: np.ndarray, horizon: int, gamma: float,
+               value_at: Callable[[int], float], logged_value_at: Callable[[int, int], float],
+               tolerance: float = 0.05) -> float | None:
+    """The policy's return estimated from one of its own episodes (see the module docstring). It stops at the first
+    step taken over or further than `tolerance` off its proposal (`gap`, `taken_over` from `logged_steps`): the
+    discounted return until then, plus gamma^tau `value_at(tau)` (the critic's value of the policy's chunk at step
+    tau) where it stops inside the episode, plus gamma^c (`value_at(c)` - `logged_value_at(c, k)`) for each chunk
+    start c before the stop whose k steps that ran (up to the stop) were off their proposals at all;
+    `logged_value_at(c, k)` is the critic's value of those k actions, the policy's chunk at c filling the rest. None
+    when it stops at step 0."""
     n = len(rewards)
-    tau = int(np.argmax(taken_over)) if taken_over.any() else n
-    value, c = 0.0, 0
-    while c + horizon <= tau:
-        off = float(np.mean(gap2[c:c + horizon]))
-        if off > tolerance ** 2:
-            tau = c
-            break
-        if off > 1e-12:
-            value += gamma ** c * (value_at(c) - logged_value_at(c))
-        c += horizon
-    if c < tau and float(np.max(gap2[c:tau])) > 1e-12:
-        tau = c
+    stopped = taken_over | (gap > tolerance)
+    tau = int(np.argmax(stopped)) if stopped.any() else n
+    value = 0.0
+    for c in range(0, tau, horizon):
+        ran = min(c + horizon, tau) - c
+        if (gap[c:c + ran] > 1e-6).any():
+            value += gamma ** c * (value_at(c) - logged_value_at(c, ran))
     if tau == 0:
         return None
     value += discounted_return(rewards[:tau], gamma)
@@ -89,7 +90,7 @@ def own_return(rewards: np.ndarray, gap2: np.ndarray, taken_over: np.ndarray, ho
 
 def blend(estimates: Sequence[float], returns: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Blended values and the weight each candidate's returns got (see the module docstring). `estimates`: the
-    critic's value per candidate; `returns`: each candidate's on-policy episode returns (empty if it never ran).
+    critic's value per candidate; `returns`: each candidate's own episode returns (empty if it never ran).
     With no candidate of two or more episodes there is no spread to weigh the returns by: the estimates stand. When
     every candidate's returns are alike within it (a handful of failures each), the spread of all returns and
     estimates together stands in for sigma^2: identical returns never outweigh the critic outright, yet many of them

@@ -1,11 +1,13 @@
-"""`robot-rl rank candidates=[SPEC,...] data=ROOT [truth=sim|PATH.csv] [out=DIR] [leave_out=true]`: rank policies.
+"""`robot-rl rank candidates=[SPEC,...] data=ROOT [truth=sim|PATH.csv] [out=DIR] [leave_out=true]
+[blend_tolerance=RMS]`: rank policies.
 
 `rank_policies(...)` is the plain function that `robot-rl demo`, the OPE benchmark and the tests call. Per candidate it
 fits a chunked-TD critic (estimate, pessimistic value, spread over the ensemble), and as baselines on the same data a
 per-step FQE critic and the Monte-Carlo return of the candidate's own logged episodes (episodes whose `policy_id` is
 the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). `blend`: the
-chunked-TD estimate moved toward the candidate's own on-policy returns by empirical Bayes (`robot_rl.eval.blend`; a
-candidate that never ran keeps its estimate). With `leave_out` every candidate is valued as one never logged: its
+chunked-TD estimate moved toward the returns of the candidate's own episodes by empirical Bayes (`robot_rl.eval.blend`:
+small exploration noise corrected by the critic, cut at takeovers and larger noise; a candidate that never ran keeps its
+estimate). With `leave_out` every candidate is valued as one never logged: its
 critics are fitted without its own episodes (and nothing is blended). With true
 values (rolled out in a mirror, read from a CSV, or passed in) every estimator is scored with `robot_rl.eval.ops`.
 `robot-rl rank method=sim2real ...` is the sim-to-real ranking of `robot_rl.workflows.sim2real`.
@@ -113,8 +115,8 @@ def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | 
 
 def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Sequence[int],
                 tolerance: float) -> list[float]:
-    """The return of each of a candidate's own `episodes` (indices in the critic's cache) until a takeover or a chunk
-    more than `tolerance` off its proposals, corrected for smaller exploration noise and bootstrapped where it stops
+    """The return of each of a candidate's own `episodes` (indices in the critic's cache) until a takeover or a step
+    more than `tolerance` off its proposal, corrected for smaller exploration noise and bootstrapped where it stops
     by `critic`, just fitted for the candidate (`eval.blend.own_return`); `proposals`: its chunks at the cache's valid
     slots (`policy_chunks`)."""
     cache, cfg = critic.cache, critic.cfg
@@ -134,8 +136,10 @@ def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Seq
         def value_at(t: int, start: int = start) -> float:
             return q(start + t, proposals[np.searchsorted(valid, start + t), :width])
 
-        def logged_value_at(t: int, start: int = start) -> float:
-            return q(start + t, cache.data["action"][start + t:start + t + horizon])
+        def logged_value_at(t: int, ran: int, start: int = start) -> float:
+            chunk = proposals[np.searchsorted(valid, start + t), :width].reshape(horizon, -1).copy()
+            chunk[:ran] = cache.data["action"][start + t:start + t + ran]
+            return q(start + t, chunk)
 
         value = own_return(cache.data["reward"][start:start + length], *logged_steps(cache, start, length), horizon,
                            cfg.gamma, value_at, logged_value_at, tolerance)
@@ -148,7 +152,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
                   out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True,
-                  leave_out: bool = False, blend_tolerance: float = 0.03) -> dict[str, Any]:
+                  leave_out: bool = False, blend_tolerance: float = 0.05) -> dict[str, Any]:
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
 
     `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the
@@ -165,7 +169,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     evaluator = evaluator or EvaluatorConfig()
     baseline = baseline or fqe_config(evaluator)
     if blend_tolerance < 0:
-        raise UserError(f"blend_tolerance must be >= 0 (RMS gap between logged and proposed actions), got "
+        raise UserError(f"blend_tolerance must be >= 0 (RMS gap between an executed and a proposed action), got "
                         f"{blend_tolerance}")
     if truth is not None and not isinstance(truth, Mapping) and str(truth) != "sim":
         read_truth_csv(truth, [])  # a missing truth file fails before any work

@@ -10,32 +10,54 @@ from robot_rl.eval.blend import blend, logged_steps, own_return
 def test_own_return_corrects_small_noise_and_stops_at_takeovers_and_large_noise():
     rewards = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.5])
     value_at = {0: 0.7, 2: 0.9, 3: 0.4, 4: 0.6}.__getitem__  # the critic's value of the policy's chunk at a step
-    logged_value_at = {0: 0.5, 2: 0.8}.__getitem__  # its value of the chunk that ran; any other lookup fails
+    logged = {(0, 2): 0.5, (2, 2): 0.8, (2, 1): 0.85, (4, 1): 0.55}  # its value of the k actions that ran from c
 
-    def gaps(**steps):  # mean squared gap per step: 2e-4 (RMS 0.014 over a chunk of two) is small, 0.01 large
-        gap2 = np.zeros(6)
-        for t, g in steps.items():
-            gap2[int(t[1:])] = g
-        return gap2
-
-    def run(gap2, taken_from=None, n=6, **kw):
+    def run(gaps=(), taken_from=None, n=6, **kw):  # gaps: {step: RMS gap}; 0.01 is small noise, 0.1 large
+        gap = np.zeros(n)
+        for t, g in dict(gaps).items():
+            gap[t] = g
         taken = np.arange(n) >= taken_from if taken_from is not None else np.zeros(n, bool)
-        return own_return(rewards[:n], gap2[:n], taken, 2, 0.5, value_at, logged_value_at, **kw)
+        return own_return(rewards[:n], gap, taken, 2, 0.5, value_at, lambda c, k: logged[c, k], **kw)
 
-    assert run(gaps()) == pytest.approx(0.25 + 0.5 ** 5 * 0.5)  # as proposed throughout: the plain return
+    assert run() == pytest.approx(0.25 + 0.5 ** 5 * 0.5)  # as proposed throughout: the plain return, no critic
     # small noise in chunk 0, a takeover at step 4: corrected by 0.7 - 0.5, bootstrapped at 4 by 0.6
-    assert run(gaps(s0=2e-4), taken_from=4) == pytest.approx(0.2 + 0.25 + 0.5 ** 4 * 0.6)
-    # a takeover at step 3 inside a chunk that ran as proposed: bootstrapped at 3, as the policy chose up to there
-    assert run(gaps(), taken_from=3) == pytest.approx(0.25 + 0.125 * 0.4)
-    # ... inside a noisy chunk: cut back to the chunk's start
-    assert run(gaps(s2=2e-4), taken_from=3) == pytest.approx(0.25 * 0.9)
-    # large noise in chunk 1 ends the return at its start, after chunk 0's correction
-    assert run(gaps(s0=2e-4, s3=0.02)) == pytest.approx(0.2 + 0.25 * 0.9)
-    # noise in the last, partial chunk of an episode: bootstrapped at its start
-    assert run(gaps(s2=2e-4, s4=1e-6), n=5) == pytest.approx(0.25 * (0.9 - 0.8) + 0.25 + 0.5 ** 4 * 0.6)
-    # tolerance 0: any noise ends the return, here at once
-    assert run(gaps(s0=2e-4), tolerance=0.0) is None
-    assert run(gaps(), taken_from=0) is None  # taken over at once: nothing
+    assert run({0: 0.01}, taken_from=4) == pytest.approx(0.2 + 0.25 + 0.5 ** 4 * 0.6)
+    # a takeover at step 3 inside a chunk that ran as proposed: bootstrapped at 3
+    assert run(taken_from=3) == pytest.approx(0.25 + 0.125 * 0.4)
+    # ... inside a noisy chunk: the one step that ran (k = 1) corrected, the reward at step 2 kept
+    assert run({2: 0.01}, taken_from=3) == pytest.approx(0.25 * (0.9 - 0.85) + 0.25 + 0.125 * 0.4)
+    # large noise at step 3 ends the return there, like a takeover
+    assert run({0: 0.01, 2: 0.01, 3: 0.1}) == pytest.approx(run({0: 0.01, 2: 0.01}, taken_from=3))
+    # noise in the last, partial chunk of an episode: corrected with the one action that ran, the rewards kept
+    assert run({2: 0.01, 4: 0.01}, n=5) == pytest.approx(0.25 * (0.9 - 0.8) + 0.25 + 0.0625 * (0.6 - 0.55))
+    assert run({0: 0.01}, tolerance=0.0) is None  # tolerance 0: any noise stops it, here at once
+    assert run(taken_from=0) is None  # taken over at once: nothing
+
+
+def test_own_return_is_unbiased_with_the_true_values():
+    """With the exact values the stops must not bias the estimate, whatever decides them: takeovers, large noise,
+    episodes ending inside a chunk. A chain where every action is worth the same (so every correction is 0): success
+    with probability p at each step, reward 1 then, a time limit; V(t) by hand. Episodes stopped at step 0 are left
+    out, which is fine since that is decided before any outcome."""
+    rng = np.random.default_rng(0)
+    p, gamma, limit, horizon = 0.1, 0.95, 20, 4
+    values = np.zeros(limit + 1)
+    for t in range(limit - 1, -1, -1):
+        values[t] = p + (1 - p) * gamma * values[t + 1]
+    estimates = []
+    for _ in range(20_000):
+        success = rng.random(limit) < p
+        n = int(np.argmax(success)) + 1 if success.any() else limit
+        rewards = np.zeros(n)
+        rewards[-1] = float(success.any())
+        gap = np.where(rng.random(n) < 0.5, 0.01, 0.0)  # half the steps a little off their proposal
+        gap[rng.random(n) < 0.03] = 0.2  # a few far off: the return stops there
+        taken = np.cumsum(rng.random(n) < 0.03) > 0  # takeovers
+        estimate = own_return(rewards, gap, taken, horizon, gamma, values.__getitem__, lambda c, k: values[c])
+        if estimate is not None:
+            estimates.append(estimate)
+    error = np.std(estimates) / np.sqrt(len(estimates))
+    assert len(estimates) > 18_000 and abs(np.mean(estimates) - values[0]) < 3 * error
 
 
 def test_logged_steps_read_takeovers_and_proposals():
@@ -44,13 +66,13 @@ def test_logged_steps_read_takeovers_and_proposals():
     cache = ReplayCache(10, spec)
     action = np.zeros((4, 2), np.float32)
     proposal = action.copy()
-    proposal[2] = [0.1, 0.3]  # exploration noise on step 2: mean squared gap (0.01 + 0.09) / 2
+    proposal[2] = [0.1, 0.3]  # exploration noise on step 2: RMS gap sqrt((0.01 + 0.09) / 2)
     proposal[3] = np.nan  # no proposal recorded: counts as followed
     cache.add_episode({"obs/state": np.zeros((4, 1)), "action": action, "policy_action": proposal,
                        "reward": np.zeros(4), "terminated": np.arange(4) == 3,
                        "intervention": np.array([0, 1, 0, 0], bool)}, "policy")
-    gap2, taken_over = logged_steps(cache, 0, 4)
-    np.testing.assert_allclose(gap2, [0.0, 0.0, 0.05, 0.0], atol=1e-7)
+    gap, taken_over = logged_steps(cache, 0, 4)
+    np.testing.assert_allclose(gap, [0.0, 0.0, np.sqrt(0.05), 0.0], atol=1e-7)
     np.testing.assert_array_equal(taken_over, [False, True, False, False])
 
 

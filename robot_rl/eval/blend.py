@@ -64,6 +64,19 @@ def logged_steps(cache: ReplayCache, start: int, length: int) -> tuple[np.ndarra
     return gap, taken_over
 
 
+def logged_noise(cache: ReplayCache, episodes: Sequence[int]) -> float | None:
+    """The median gap between executed and proposed actions (RMS, as `logged_steps`) over the steps of the cached
+    `episodes` that were not taken over: how far off its proposals a candidate was logged. None without such steps."""
+    starts = cache.episode_starts()
+    gaps = []
+    for i in episodes:
+        start = int(starts[i])
+        gap, taken_over = logged_steps(cache, start, int(cache.steps_left[start]))
+        gaps.append(gap[~taken_over])
+    gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+    return float(np.median(gaps)) if gaps.size else None
+
+
 def own_return(rewards: np.ndarray, gap: np.ndarray, taken_over: np.ndarray, horizon: int, gamma: float,
                value_at: Callable[[int], float], logged_value_at: Callable[[int, int], float],
                tolerance: float = 0.05) -> float | None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robot_rl.data import ReplayCache
-from robot_rl.eval.blend import blend, logged_steps, own_return
+from robot_rl.eval.blend import blend, logged_noise, logged_steps, own_return
 
 
 def test_own_return_corrects_small_noise_and_stops_at_takeovers_and_large_noise():
@@ -74,6 +74,19 @@ def test_logged_steps_read_takeovers_and_proposals():
     gap, taken_over = logged_steps(cache, 0, 4)
     np.testing.assert_allclose(gap, [0.0, 0.0, np.sqrt(0.05), 0.0], atol=1e-7)
     np.testing.assert_array_equal(taken_over, [False, True, False, False])
+
+
+def test_logged_noise_is_the_median_gap_of_the_steps_not_taken_over():
+    spec = {"obs/state": ((1,), np.float32), "action": ((1,), np.float32), "policy_action": ((1,), np.float32),
+            "reward": ((), np.float32), "terminated": ((), bool), "intervention": ((), bool)}
+    cache = ReplayCache(20, spec)
+    for gaps, taken in (([0.1, 0.1, 0.2], [0, 0, 0]), ([0.0, 0.3, 0.3, 0.3], [0, 1, 1, 1])):
+        n = len(gaps)
+        cache.add_episode({"obs/state": np.zeros((n, 1)), "action": np.array(gaps)[:, None],
+                           "policy_action": np.zeros((n, 1)), "reward": np.zeros(n),
+                           "terminated": np.arange(n) == n - 1, "intervention": np.array(taken, bool)}, "policy")
+    assert logged_noise(cache, [0, 1]) == pytest.approx(0.1)  # median of 0.1, 0.1, 0.2 and 0.0 (the takeover left out)
+    assert logged_noise(cache, [1]) == 0.0 and logged_noise(cache, []) is None
 
 
 def test_blend_by_hand():

@@ -18,7 +18,7 @@ from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect
-from robot_rl.workflows.rank import load_cache, mc_by_candidate, own_returns, rank_policies
+from robot_rl.workflows.rank import format_table, load_cache, mc_by_candidate, own_returns, rank_policies
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
@@ -153,6 +153,7 @@ def test_blend_uses_a_candidates_own_episodes(setup, tmp_path):
     evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
     rows = rank_policies([own, never], data, evaluator, out=None, progress=False)["candidates"]
     assert (rows[0]["mc_episodes"], len(rows[0]["blend_returns"]), rows[1]["blend_returns"]) == (5, 5, [])
+    assert rows[0]["logged_noise"] == 0.0 and rows[1]["logged_noise"] is None  # most own steps ran as proposed
 
     cache, _ = load_cache(data, evaluator.obs_key)  # the same fit by hand: same data, same seed
     critic = ChunkedTDEvaluator(evaluator, cache)
@@ -186,6 +187,16 @@ def test_blend_uses_a_candidates_own_episodes(setup, tmp_path):
                          leave_out=True)["candidates"][0]["blend_returns"] == []
     with pytest.raises(UserError, match="blend_tolerance must be >= 0"):
         rank_policies([own], data, evaluator, out=None, progress=False, blend_tolerance=-1.0)
+
+
+def test_the_table_notes_candidates_logged_with_more_noise_than_the_blend_uses():
+    row = {"rank": 1, "name": "a", "estimate": 0.5, "pessimistic": 0.4, "spread": 0.1, "fqe": 0.3, "mc": 0.2,
+           "blend": 0.5, "logged_noise": 0.02}
+    result = {"candidates": [row, {**row, "rank": 2, "name": "b", "logged_noise": None}], "blend_tolerance": 0.05}
+    assert "note:" not in format_table(result)
+    row["logged_noise"] = 0.1
+    assert "note: 1 candidate(s) were logged further off their proposals than blend_tolerance 0.05" in format_table(
+        result)
 
 
 def test_monte_carlo_by_candidate_by_hand():

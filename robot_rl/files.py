@@ -28,6 +28,8 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
+            if path.exists():  # a rewrite keeps the file's permissions
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

@@ -11,7 +11,6 @@ this package never imports `sim`.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
-from robot_rl.files import write_atomic
+from robot_rl.files import write_json
 from robot_rl.policies.checkpoint import (
     read_train_state,
     restore_train_state,
@@ -204,7 +203,7 @@ def train_policy(data_root: str | Path, out_dir: str | Path, policy: PolicyConfi
         save_train_state(state_path, model, ema, optimizer,
                          {**run_header, "step": step, "history": history, "best": best, "train": asdict(train),
                           "numpy_rng": rng.bit_generator.state})
-        write_atomic(out_dir / METRICS_FILE, json.dumps(history, indent=1).encode())
+        write_json(out_dir / METRICS_FILE, history)
 
     started = time.perf_counter()
     model.train()

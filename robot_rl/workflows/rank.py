@@ -138,7 +138,7 @@ def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Seq
 
         def logged_value_at(t: int, ran: int, start: int = start) -> float:
             chunk = proposals[np.searchsorted(valid, start + t), :width].reshape(horizon, -1).copy()
-            chunk[:ran] = cache.data["action"][start + t:start + t + ran]
+            chunk[:ran] = cache.data["action"][start + t:start + t + ran].reshape(ran, -1)
             return q(start + t, chunk)
 
         value = own_return(cache.data["reward"][start:start + length], *logged_steps(cache, start, length), horizon,

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from robot_rl.errors import UserError
-from robot_rl.files import write_atomic
+from robot_rl.files import write_atomic, write_json
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.evaluate import evaluate_policy
@@ -126,5 +126,5 @@ def rollout_success(candidate_folder: Path | None, checkpoint: str | Path, task:
                                  progress=False)
         cached[label] = result["success_rate"]
         if cache_file is not None:
-            write_atomic(cache_file, json.dumps(cached, indent=1).encode())
+            write_json(cache_file, cached)
     return float(cached[label])

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from robot_rl.errors import UserError
+from robot_rl.files import write_json
 from robot_rl.policies import PolicyConfig, TrainConfig
 from robot_rl.policies.expert_base import EXPERT, ExpertSpec
 from robot_rl.rl.config import load_recipe
@@ -42,7 +43,7 @@ def cached_base(task: str, base_cfg: dict[str, Any], cache_dir: str | Path) -> t
     train_base(demos, root / "base", task=task, policy=PolicyConfig.from_dict(base_cfg["policy"]),
                train=TrainConfig.from_dict(base_cfg["train"]), progress=False)
     success = evaluate_residual(task, checkpoint, None, episodes=50)["success"]
-    info.write_text(json.dumps({"task": task, "success": success, "config": base_cfg}, indent=1))
+    write_json(info, {"task": task, "success": success, "config": base_cfg})
     return checkpoint, demos, success
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
 from robot_rl.eval.ood import METHODS, combine, consensus, standardize
-from robot_rl.files import write_atomic
+from robot_rl.files import write_json
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.sim2real import config_from, format_table, rank_sim2real, score_rankings
 from robot_rl.workflows.sweep import rollout_success, run_sweep, sweep_configs
@@ -59,7 +59,7 @@ def real_store(cache: Path, task: str, target: str | dict[str, Any], episodes: i
 
         shutil.rmtree(root, ignore_errors=True)
         result = collect(task, root, episodes, variant=target, noise=noise, seed=seed, progress=False)
-        write_atomic(done, json.dumps(result).encode())
+        write_json(done, result)
     return root
 
 
@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                                         config.eval_seed)
     table = ablation(result["candidates"], "sim_success_nominal") + ablation(result["candidates"],
                                                                              "sim_success_training")
-    (out_dir / "ablation.json").write_text(json.dumps(table, indent=1))
+    write_json(out_dir / "ablation.json", table)
     print(format_table(result["candidates"]), file=sys.stderr)
     best = max(table, key=lambda r: (np.nan_to_num(r["spearman"], nan=-2), -r["regret_at_1"]))
     print(f"ablation on this target: best {best}", file=sys.stderr)

@@ -9,6 +9,7 @@ plain numbers, lists and strings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,8 +29,8 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
-            if path.exists():  # a rewrite keeps the file's permissions
-                os.chmod(tmp, path.stat().st_mode & 0o7777)
+            with contextlib.suppress(FileNotFoundError):  # a rewrite keeps the file's permissions
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

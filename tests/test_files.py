@@ -17,9 +17,9 @@ def test_write_atomic_writes_replaces_and_keeps_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.read_bytes() == b"first" and path.stat().st_mode & 0o777 == 0o666 & ~umask
-    path.chmod(0o600)
+    path.chmod(0o750)  # no umask makes this mode for a new file (open creates from 0o666)
     write_atomic(path, b"second")
-    assert path.read_bytes() == b"second" and path.stat().st_mode & 0o777 == 0o600  # a rewrite keeps the mode
+    assert path.read_bytes() == b"second" and path.stat().st_mode & 0o777 == 0o750  # a rewrite keeps the mode
     assert sorted(p.name for p in path.parent.iterdir()) == ["weights.bin"]  # no temporary file left
 
 

@@ -65,17 +65,20 @@ def logged_steps(cache: ReplayCache, start: int, length: int) -> tuple[np.ndarra
     return gap, taken_over
 
 
-def logged_noise(cache: ReplayCache, episodes: Sequence[int]) -> float | None:
-    """The median gap between executed and proposed actions (RMS, as `logged_steps`) over the steps of the cached
-    `episodes` that were not taken over: how far off its proposals a candidate was logged. None without such steps."""
+def off_proposal_share(cache: ReplayCache, episodes: Sequence[int], tolerance: float) -> float | None:
+    """The share of the cached `episodes`' steps not taken over whose action ran further than `tolerance` from its
+    proposal (RMS, as `logged_steps`): each such step ends a blend return, so above a few percent the candidate's own
+    episodes give the blend little. None without such steps, or when the cache records no proposals."""
+    if "policy_action" not in cache.spec:
+        return None
     starts = cache.episode_starts()
-    gaps = []
+    off = []
     for i in episodes:
         start = int(starts[i])
         gap, taken_over = logged_steps(cache, start, int(cache.steps_left[start]))
-        gaps.append(gap[~taken_over])
-    gaps = np.concatenate(gaps) if gaps else np.zeros(0)
-    return float(np.median(gaps)) if gaps.size else None
+        off.append(gap[~taken_over] > tolerance)
+    off = np.concatenate(off) if off else np.zeros(0, bool)
+    return float(np.mean(off)) if off.size else None
 
 
 def own_return(rewards: np.ndarray, gap: np.ndarray, taken_over: np.ndarray, horizon: int, gamma: float,

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
-from robot_rl.eval.blend import blend, discounted_return, logged_noise, logged_steps, own_return
+from robot_rl.eval.blend import blend, discounted_return, logged_steps, off_proposal_share, own_return
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
 from robot_rl.files import write_json
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
@@ -162,8 +162,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
 
     `truth`: None, "sim", a CSV path, or {name: true value}. `baseline` (per-step FQE) defaults to `evaluator` with
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
-    mc_episodes, blend, blend_weight, blend_returns (the returns of its own episodes the blend used), logged_noise
-    (`eval.blend.logged_noise` of its own episodes, None without), data_episodes (the
+    mc_episodes, blend, blend_weight, blend_returns (the returns of its own episodes the blend used), off_proposal
+    (`eval.blend.off_proposal_share` of its own episodes, None without), data_episodes (the
     episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies", "blend_tolerance"[,
     "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and plots to `out` (when not None).
     """
@@ -198,7 +198,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
         returns.append([] if leave_out else own_returns(chunked, proposals, own, blend_tolerance))
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
-                     "logged_noise": logged_noise(cache, own),
+                     "off_proposal": off_proposal_share(cache, own, blend_tolerance),
                      "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
     behavior_value = mc_value(cache, evaluator.gamma)
     if leave_out:  # no candidate has episodes of its own: Monte Carlo knows nothing about any of them
@@ -212,7 +212,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     for row, value, count, b, w, used in zip(rows, mc, mc_episodes, blended, weights, returns):
         row.update(mc=value, mc_episodes=count, blend=float(b), blend_weight=float(w), blend_returns=used)
     result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": behavior_value, "candidates": rows,
-                              "blend_tolerance": blend_tolerance}
+                              "blend_tolerance": blend_tolerance, "leave_out": leave_out}
 
     if truth is not None:
         if isinstance(truth, Mapping):
@@ -242,6 +242,9 @@ def _progress(items: list, progress: bool, desc: str):
     return tqdm(items, desc=desc, unit="policy", file=sys.stderr, disable=not progress)
 
 
+OFF_PROPOSAL_NOTE = 0.05  # the table notes candidates with more own steps off their proposals than this share
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The ranking as a fixed-width table, best first."""
     rows = sorted(result["candidates"], key=lambda r: r["rank"])
@@ -254,12 +257,12 @@ def format_table(result: dict[str, Any]) -> str:
         line = (f"{r['rank']:>4}  {r['name']:<{width}}  {r['estimate']:8.4f}  {r['pessimistic']:8.4f}  "
                 f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}  {r['blend']:7.4f}")
         lines.append(line + (f"  {r['true']:7.4f}" if has_truth else ""))
-    noisy = [r["name"] for r in rows if (r.get("logged_noise") or 0.0) > result.get("blend_tolerance", np.inf)]
-    if noisy:
-        lines.append(f"note: {len(noisy)} candidate(s) were logged further off their proposals than blend_tolerance "
-                     f"{result['blend_tolerance']:g} (logged_noise), so blend stops their own episodes early and stays "
-                     "near the estimate; noise that large makes logged episodes another policy's: log candidates as "
-                     "they run")
+    noisy = [r["name"] for r in rows if (r.get("off_proposal") or 0.0) > OFF_PROPOSAL_NOTE]
+    if noisy and not result.get("leave_out"):
+        lines.append(f"note: {', '.join(noisy)}: more than {OFF_PROPOSAL_NOTE:.0%} of their own logged steps ran "
+                     f"further than blend_tolerance {result['blend_tolerance']:g} off their proposals (off_proposal), "
+                     "so the blend cuts their episodes early and stays near the estimate; noise that large makes "
+                     "logged episodes another policy's: log candidates as they run")
     for name, score in result.get("scores", {}).items():
         lines.append(f"{name:>11}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
                      f"regret@3 {score['regret_at_3']:.3f}  sharpe@3 {score.get('sharpe_at_3', float('nan')):.3f}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from robot_rl.data import ReplayCache
-from robot_rl.eval.blend import blend, logged_noise, logged_steps, own_return
+from robot_rl.eval.blend import blend, logged_steps, off_proposal_share, own_return
 
 
 def test_own_return_corrects_small_noise_and_stops_at_takeovers_and_large_noise():
@@ -76,7 +76,7 @@ def test_logged_steps_read_takeovers_and_proposals():
     np.testing.assert_array_equal(taken_over, [False, True, False, False])
 
 
-def test_logged_noise_is_the_median_gap_of_the_steps_not_taken_over():
+def test_off_proposal_share_counts_the_steps_not_taken_over_beyond_the_tolerance():
     spec = {"obs/state": ((1,), np.float32), "action": ((1,), np.float32), "policy_action": ((1,), np.float32),
             "reward": ((), np.float32), "terminated": ((), bool), "intervention": ((), bool)}
     cache = ReplayCache(20, spec)
@@ -85,8 +85,10 @@ def test_logged_noise_is_the_median_gap_of_the_steps_not_taken_over():
         cache.add_episode({"obs/state": np.zeros((n, 1)), "action": np.array(gaps)[:, None],
                            "policy_action": np.zeros((n, 1)), "reward": np.zeros(n),
                            "terminated": np.arange(n) == n - 1, "intervention": np.array(taken, bool)}, "policy")
-    assert logged_noise(cache, [0, 1]) == pytest.approx(0.1)  # median of 0.1, 0.1, 0.2 and 0.0 (the takeover left out)
-    assert logged_noise(cache, [1]) == 0.0 and logged_noise(cache, []) is None
+    assert off_proposal_share(cache, [0, 1], 0.15) == pytest.approx(0.25)  # 0.2 of 0.1, 0.1, 0.2, 0.0 (not 0.3s)
+    assert off_proposal_share(cache, [1], 0.15) == 0.0 and off_proposal_share(cache, [], 0.15) is None
+    del spec["policy_action"]
+    assert off_proposal_share(ReplayCache(20, spec), [], 0.15) is None  # no proposals recorded: unknown
 
 
 def test_blend_by_hand():

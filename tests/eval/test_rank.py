@@ -153,7 +153,8 @@ def test_blend_uses_a_candidates_own_episodes(setup, tmp_path):
     evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
     rows = rank_policies([own, never], data, evaluator, out=None, progress=False)["candidates"]
     assert (rows[0]["mc_episodes"], len(rows[0]["blend_returns"]), rows[1]["blend_returns"]) == (5, 5, [])
-    assert rows[0]["logged_noise"] == 0.0 and rows[1]["logged_noise"] is None  # most own steps ran as proposed
+    n1, n2 = len(first["reward"]), len(second["reward"])  # beyond 0.05: the 0.2 from step 10; 3 steps not taken over
+    assert rows[0]["off_proposal"] == pytest.approx((n1 - 10) / (3 * n1 + n2 + 3)) and rows[1]["off_proposal"] is None
 
     cache, _ = load_cache(data, evaluator.obs_key)  # the same fit by hand: same data, same seed
     critic = ChunkedTDEvaluator(evaluator, cache)
@@ -191,12 +192,14 @@ def test_blend_uses_a_candidates_own_episodes(setup, tmp_path):
 
 def test_the_table_notes_candidates_logged_with_more_noise_than_the_blend_uses():
     row = {"rank": 1, "name": "a", "estimate": 0.5, "pessimistic": 0.4, "spread": 0.1, "fqe": 0.3, "mc": 0.2,
-           "blend": 0.5, "logged_noise": 0.02}
-    result = {"candidates": [row, {**row, "rank": 2, "name": "b", "logged_noise": None}], "blend_tolerance": 0.05}
+           "blend": 0.5, "off_proposal": 0.02}
+    result = {"candidates": [row, {**row, "rank": 2, "name": "b", "off_proposal": None}], "blend_tolerance": 0.05,
+              "leave_out": False}
     assert "note:" not in format_table(result)
-    row["logged_noise"] = 0.1
-    assert "note: 1 candidate(s) were logged further off their proposals than blend_tolerance 0.05" in format_table(
+    row["off_proposal"] = 0.3
+    assert "note: a: more than 5% of their own logged steps ran further than blend_tolerance 0.05" in format_table(
         result)
+    assert "note:" not in format_table({**result, "leave_out": True})  # no own episodes in the fits: nothing to say
 
 
 def test_monte_carlo_by_candidate_by_hand():

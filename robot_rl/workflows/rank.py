@@ -7,10 +7,10 @@ per-step FQE critic and the Monte-Carlo return of the candidate's own logged epi
 the candidate's name; a candidate never logged gets the value of all logged data, i.e. no information). `blend`: the
 chunked-TD estimate moved toward the returns of the candidate's own episodes by empirical Bayes (`robot_rl.eval.blend`:
 small exploration noise corrected by the critic, cut at takeovers and larger noise; a candidate that never ran keeps its
-estimate). With `leave_out` every candidate is valued as one never logged: its
-critics are fitted without its own episodes (and nothing is blended). With true
-values (rolled out in a mirror, read from a CSV, or passed in) every estimator is scored with `robot_rl.eval.ops`.
-`robot-rl rank method=sim2real ...` is the sim-to-real ranking of `robot_rl.workflows.sim2real`.
+estimate). With `leave_out` every candidate is valued as one never logged: its critics are fitted without its own
+episodes (and nothing is blended). With true values (rolled out in a mirror, read from a CSV, or passed in) every
+estimator is scored with `robot_rl.eval.ops`. `robot-rl rank method=sim2real ...` is the sim-to-real ranking of
+`robot_rl.workflows.sim2real`.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     horizon 1 and no proximity weights. Returns {"candidates": [{name, estimate, pessimistic, spread, rank, fqe, mc,
     mc_episodes, blend, blend_weight, blend_returns (the returns of its own episodes the blend used), off_proposal
     (`eval.blend.off_proposal_share` of its own episodes, None without), data_episodes (the
-    episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies", "blend_tolerance"[,
+    episodes its critics were fitted on)[, true]}], "behavior_value", "n_policies", "blend_tolerance", "leave_out"[,
     "scores": {estimator: ops.score_estimator(...)}], "out"}; writes ranking.json and plots to `out` (when not None).
     """
     evaluator = evaluator or EvaluatorConfig()

@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hw.msgs import String  # noqa: E402
-from robot_rl.files import write_atomic  # noqa: E402
+from robot_rl.files import write_atomic, write_json  # noqa: E402
 from robot_rl.rl.agent import ResidualAgent  # noqa: E402
 from robot_rl.rl.checkpoint import sha256_hex  # noqa: E402
 from robot_rl.rl.config import AgentConfig  # noqa: E402
@@ -89,7 +89,7 @@ def write_weights(directory: str | Path, version: int, cfg: AgentConfig, obs_dim
     sidecar = {"format": FORMAT, "version": version, "sha256": digest, "bytes": len(data), "agent": cfg.to_dict(),
                "obs_dim": obs_dim, "action_dim": action_dim, **(meta or {})}
     write_atomic(path, data)
-    write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
+    write_json(path.with_suffix(".json"), sidecar)
     for old in sorted(Path(directory).glob("residual_v*.msgpack"))[:-keep]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

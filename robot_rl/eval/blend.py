@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from robot_rl.data import ReplayCache
 
 
+BLEND_TOLERANCE = 0.05  # default RMS gap (normalized action units) past which a logged step ends an own return
+
+
 def discounted_return(rewards: np.ndarray, gamma: float) -> float:
     """sum_t gamma^t r_t of one episode's rewards (from its first step)."""
     rewards = np.asarray(rewards, np.float64)
@@ -83,7 +86,7 @@ def off_proposal_share(cache: ReplayCache, episodes: Sequence[int], tolerance: f
 
 def own_return(rewards: np.ndarray, gap: np.ndarray, taken_over: np.ndarray, horizon: int, gamma: float,
                value_at: Callable[[int], float], logged_value_at: Callable[[int, int], float],
-               tolerance: float = 0.05) -> float | None:
+               tolerance: float = BLEND_TOLERANCE) -> float | None:
     """The policy's return estimated from one of its own episodes (see the module docstring). It stops at the first
     step taken over or further than `tolerance` off its proposal (`gap`, `taken_over` from `logged_steps`): the
     discounted return until then, plus gamma^tau `value_at(tau)` (the critic's value of the policy's chunk at step

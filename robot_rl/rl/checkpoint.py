@@ -14,7 +14,7 @@ import flax.serialization
 import jax
 
 from robot_rl.errors import UserError
-from robot_rl.files import write_atomic
+from robot_rl.files import write_atomic, write_json
 
 FORMAT = "flax-msgpack"
 POINTER = "latest.json"
@@ -34,8 +34,8 @@ def save_checkpoint(directory: str | Path, state: Any, meta: dict[str, Any], ste
     path = directory / f"ckpt_{step:010d}.msgpack"
     sidecar = {"format": FORMAT, "sha256": sha256_hex(data), "bytes": len(data), "step": step, "meta": meta}
     write_atomic(path, data)
-    write_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
-    write_atomic(directory / POINTER, json.dumps({"file": path.name, "sha256": sidecar["sha256"]}).encode())
+    write_json(path.with_suffix(".json"), sidecar)
+    write_json(directory / POINTER, {"file": path.name, "sha256": sidecar["sha256"]})
     for old in sorted(directory.glob("ckpt_*.msgpack"))[:-keep]:
         old.with_suffix(".json").unlink(missing_ok=True)
         old.unlink(missing_ok=True)

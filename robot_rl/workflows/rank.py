@@ -28,7 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval import ops
-from robot_rl.eval.blend import blend, discounted_return, logged_steps, off_proposal_share, own_return
+from robot_rl.eval.blend import (
+    BLEND_TOLERANCE,
+    blend,
+    discounted_return,
+    logged_steps,
+    off_proposal_share,
+    own_return,
+)
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
 from robot_rl.files import write_json
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
@@ -123,6 +130,9 @@ def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Seq
     valid, starts = np.flatnonzero(cache.valid), cache.episode_starts()
     horizon, width = cfg.horizon, cfg.horizon * critic.action_dim
 
+    def proposal(slot: int) -> np.ndarray:  # the candidate's chunk at a cache slot
+        return proposals[np.searchsorted(valid, slot), :width]
+
     def q(slot: int, chunk: np.ndarray) -> float:
         slots = np.array([slot])
         return float(critic.q_values(cache.data[cfg.obs_key][slots], chunk.reshape(1, horizon, -1),
@@ -134,10 +144,10 @@ def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Seq
         length = int(cache.steps_left[start])
 
         def value_at(t: int, start: int = start) -> float:
-            return q(start + t, proposals[np.searchsorted(valid, start + t), :width])
+            return q(start + t, proposal(start + t))
 
         def logged_value_at(t: int, ran: int, start: int = start) -> float:
-            chunk = proposals[np.searchsorted(valid, start + t), :width].reshape(horizon, -1).copy()
+            chunk = proposal(start + t).reshape(horizon, -1).copy()
             chunk[:ran] = cache.data["action"][start + t:start + t + ran].reshape(ran, -1)
             return q(start + t, chunk)
 
@@ -152,7 +162,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
                   out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True,
-                  leave_out: bool = False, blend_tolerance: float = 0.05) -> dict[str, Any]:
+                  leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE) -> dict[str, Any]:
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
 
     `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the

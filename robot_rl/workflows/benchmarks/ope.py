@@ -46,6 +46,7 @@ from tqdm import tqdm
 import sim
 from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
+from robot_rl.eval.blend import BLEND_TOLERANCE
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
 from robot_rl.eval.steering import SteeredPolicy
 from robot_rl.files import write_json
@@ -262,7 +263,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
               drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, data_draws: int = 3,
-              leave_out: bool = False, blend_tolerance: float = 0.05, seed: int = 0,
+              leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE, seed: int = 0,
               progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     if data_draws < 1:
@@ -341,5 +342,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
                      time_limit=bool(cfg.time_limit), steer=steer, data_draws=int(pick("data_draws")),
-                     leave_out=bool(cfg.leave_out),
-                     blend_tolerance=float(cfg.blend_tolerance), seed=int(cfg.seed), progress=bool(cfg.progress))
+                     leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance), seed=int(cfg.seed),
+                     progress=bool(cfg.progress))

@@ -40,6 +40,8 @@ from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_val
 from robot_rl.files import write_json
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
+OFF_PROPOSAL_NOTE = 0.05  # the table notes candidates with more own steps off their proposals than this share
+
 
 def fqe_config(evaluator: EvaluatorConfig) -> EvaluatorConfig:
     """The default per-step FQE baseline of an evaluator: the same critic and budget, horizon 1, transitions drawn by
@@ -250,9 +252,6 @@ def _progress(items: list, progress: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="policy", file=sys.stderr, disable=not progress)
-
-
-OFF_PROPOSAL_NOTE = 0.05  # the table notes candidates with more own steps off their proposals than this share
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -330,7 +330,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
                    gate: dict[str, Any] | None = None, base_n_action_steps: int | None = None,
                    image_size: int = 84, takeover: TakeoverConfig | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   episode_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints (the last one, and in OUT/checkpoints/best the most successful evaluation's), OUT/log.csv,
     OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an episode store) and OUT/summary.json;
@@ -338,7 +338,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     base on the rollouts (summary["gate"]). A recipe that reads cameras (`encoder.image_keys`, e.g. ["image_front"])
     gets mirrors rendering them at `image_size` pixels, and demos and rollouts carry them. `takeover` (enabled) has
     the task's scripted expert supervise the training episodes and take over on drift (`robot_rl.rl.takeover`); its
-    steps are recorded as interventions."""
+    steps are recorded as interventions. `episode_steps` cuts the training episodes shorter than the task's time
+    limit (a truncation: the critic still bootstraps); evaluations keep the task's."""
     import sim
 
     if recipe.enabled and base is None:
@@ -357,7 +358,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     recorded = EpisodeStore.exists(out / "rollouts")  # before this run's writer makes one
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
-    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)
+    time_limit = {"max_steps": int(episode_steps)} if episode_steps else {}
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras, **time_limit)
     eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True, **cameras)
                  for name in eval_variants}
     image_shapes = {k: envs.single_observation_space[k].shape for k in recipe.encoder.image_keys}
@@ -427,7 +429,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     }
     if gate is not None and base is not None and writer is not None:
         summary["gate"] = gate_against_base(base, loop.checkpoint_dir, writer.store.root, float(gate["margin"]),
-                                            int(gate["updates"]), loop.seed, sim.load_settings(task).max_steps)
+                                            int(gate["updates"]), loop.seed,
+                                            episode_steps or sim.load_settings(task).max_steps)
     write_json(out / "summary.json", summary)
     return summary
 
@@ -468,4 +471,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
                           gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None,
                           base_n_action_steps=cfg.base_n_action_steps, image_size=int(cfg.image_size),
+                          episode_steps=cfg.episode_steps,
                           takeover=TakeoverConfig(**OmegaConf.to_container(cfg.takeover, resolve=True)))

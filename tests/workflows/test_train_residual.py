@@ -6,18 +6,20 @@ import shutil
 import numpy as np
 import pytest
 
+import sim
 from robot_rl.cli.main import main
 from robot_rl.data import EpisodeStore, ReplayCache, validate
 from robot_rl.errors import UserError
 from robot_rl.policies import ChunkScheduler, PolicyConfig, TrainConfig, load_policy
 from robot_rl.rl.checkpoint import read_checkpoint
 from robot_rl.rl.config import load_recipe
-from robot_rl.rl.loop import LoopConfig
+from robot_rl.rl.loop import LoopConfig, evaluate
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
 from robot_rl.workflows.train_residual import (
     evaluate_residual,
+    load_base,
     load_demos,
     load_rollouts,
     restore_replay,
@@ -186,6 +188,29 @@ def test_demo_base_actions_are_the_base_replayed_along_each_demo(reach):
             expected = [scheduler.step({"state": s})[0] for s in store.episode(i)["obs/state"]]
             np.testing.assert_allclose(episodes[i]["base_action"], np.stack(expected), atol=1e-5)
             np.testing.assert_array_equal(episodes[i]["action"], store.episode(i)["action"])
+
+
+def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_path, capsys):
+    """`episode_steps` truncates the training episodes (the critic bootstraps through the cut); the evaluations keep
+    the task's time limit, so a run's success stays comparable with its base's."""
+    demos, base = reach
+    out = tmp_path / "run"
+    code = main(["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "steps=160", "num_envs=4",
+                 "episode_steps=3", "eval.every=0", "eval.episodes=8", "eval.num_envs=4", "log_every=40",
+                 f"out={out}", "progress=false", *SMALL])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    store = EpisodeStore.open(out / "rollouts")
+    assert store.num_episodes >= 4 * (160 // 4 // 3)
+    for i in range(store.num_episodes):  # each ends on success or is cut at 3 steps, never later
+        steps, success = store.episode(i), store.episode_meta(i)["success"]
+        assert len(steps["reward"]) <= 3 and bool(steps["terminated"][-1]) == success
+        assert success or (len(steps["reward"]) == 3 and steps["truncated"][-1])
+    # the evaluations ran to the task's limit: they scored what the base scores there, not in 3-step episodes
+    full = evaluate_residual("Reach", base, None, episodes=8, num_envs=4)["success"]
+    cut_envs = sim.make_vec_env("Reach", 4, same_step_reset=True, max_steps=3)
+    cut = evaluate(cut_envs, 8, load_base(base, "Reach", 4), None, None, obs_key="state")["success"]
+    assert summary["base_success"] == full != cut
 
 
 def test_bad_input_is_a_clear_error(reach, tmp_path):

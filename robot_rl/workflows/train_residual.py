@@ -346,6 +346,9 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         raise UserError("a residual needs its base policy: give base=PATH/policy.safetensors "
                         "(or residual=scratch for SAC from scratch)")
     base = None if not recipe.enabled else base
+    if episode_steps is not None and int(episode_steps) < 1:
+        raise UserError(f"episode_steps={episode_steps}: give a positive number of control steps, or null for the "
+                        "task's time limit")
     if gate is not None and isinstance(base, ExpertSpec):
         raise UserError("the deployment gate values candidates built on a base checkpoint; base=expert has none "
                         "(set gate.enabled=false)")
@@ -358,7 +361,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     recorded = EpisodeStore.exists(out / "rollouts")  # before this run's writer makes one
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
-    time_limit = {"max_steps": int(episode_steps)} if episode_steps else {}
+    time_limit = {"max_steps": int(episode_steps)} if episode_steps is not None else {}
     envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras, **time_limit)
     eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True, **cameras)
                  for name in eval_variants}

@@ -222,6 +222,8 @@ def test_bad_input_is_a_clear_error(reach, tmp_path):
         train_residual("Reach", None, recipe, loop, tmp_path / "b")
     with pytest.raises(UserError, match="does not exist"):
         train_residual("Reach", tmp_path / "missing.safetensors", recipe, loop, tmp_path / "c")
+    with pytest.raises(UserError, match="episode_steps=0: give a positive number"):
+        train_residual("Reach", base, recipe, loop, tmp_path / "d", episode_steps=0)
     with pytest.raises(UserError, match="holds Reach episodes, not PushCube"):
         load_demos(demos, "PushCube", None)
 

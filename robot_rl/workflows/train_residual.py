@@ -325,6 +325,13 @@ def gate_against_base(base: str | Path, checkpoint_dir: str | Path, data: str | 
             "margin": decision.margin, "reason": decision.reason}
 
 
+def check_episode_steps(episode_steps: int | None) -> None:
+    """Refuse a training time limit below one step before any work starts."""
+    if episode_steps is not None and int(episode_steps) < 1:
+        raise UserError(f"episode_steps={episode_steps}: give a positive number of control steps, or null for the "
+                        "task's time limit")
+
+
 def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop: LoopConfig, out: str | Path,
                    demos: str | Path | None = None, num_envs: int = 8, variant: str = "nominal",
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
@@ -338,17 +345,16 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     base on the rollouts (summary["gate"]). A recipe that reads cameras (`encoder.image_keys`, e.g. ["image_front"])
     gets mirrors rendering them at `image_size` pixels, and demos and rollouts carry them. `takeover` (enabled) has
     the task's scripted expert supervise the training episodes and take over on drift (`robot_rl.rl.takeover`); its
-    steps are recorded as interventions. `episode_steps` cuts the training episodes shorter than the task's time
-    limit (a truncation: the critic still bootstraps); evaluations keep the task's."""
+    steps are recorded as interventions. `episode_steps` sets the training episodes' time limit (a truncation: the
+    critic still bootstraps), e.g. shorter than the task's so stalled failures end sooner; evaluations keep the
+    task's."""
     import sim
 
     if recipe.enabled and base is None:
         raise UserError("a residual needs its base policy: give base=PATH/policy.safetensors "
                         "(or residual=scratch for SAC from scratch)")
     base = None if not recipe.enabled else base
-    if episode_steps is not None and int(episode_steps) < 1:
-        raise UserError(f"episode_steps={episode_steps}: give a positive number of control steps, or null for the "
-                        "task's time limit")
+    check_episode_steps(episode_steps)
     if gate is not None and isinstance(base, ExpertSpec):
         raise UserError("the deployment gate values candidates built on a base checkpoint; base=expert has none "
                         "(set gate.enabled=false)")
@@ -426,7 +432,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
         "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
         "takeover": asdict(takeover) if supervisor is not None else None,
-        "takeover_share": result.takeover_share, "resumed": resumed_from,
+        "takeover_share": result.takeover_share, "episode_steps": episode_steps, "resumed": resumed_from,
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }

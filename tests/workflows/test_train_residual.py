@@ -190,16 +190,24 @@ def test_demo_base_actions_are_the_base_replayed_along_each_demo(reach):
             np.testing.assert_array_equal(episodes[i]["action"], store.episode(i)["action"])
 
 
-def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_path, capsys):
+def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_path, capsys, monkeypatch):
     """`episode_steps` truncates the training episodes (the critic bootstraps through the cut); the evaluations keep
     the task's time limit, so a run's success stays comparable with its base's."""
     demos, base = reach
     out = tmp_path / "run"
+    gate_limits = []  # the gate values the rollouts under the limit they ran under
+
+    def gate(*args):
+        gate_limits.append(args[-1])
+        return {"accept": False}
+
+    monkeypatch.setattr("robot_rl.workflows.train_residual.gate_against_base", gate)
     code = main(["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "steps=160", "num_envs=4",
                  "episode_steps=3", "eval.every=0", "eval.episodes=8", "eval.num_envs=4", "log_every=40",
-                 f"out={out}", "progress=false", *SMALL])
+                 f"out={out}", "progress=false", "gate.enabled=true", *SMALL])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["episode_steps"] == 3 and gate_limits == [3]
     store = EpisodeStore.open(out / "rollouts")
     assert store.num_episodes >= 4 * (160 // 4 // 3)
     for i in range(store.num_episodes):  # each ends on success or is cut at 3 steps, never later
@@ -209,7 +217,10 @@ def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_pat
     # the evaluations ran to the task's limit: they scored what the base scores there, not in 3-step episodes
     full = evaluate_residual("Reach", base, None, episodes=8, num_envs=4)["success"]
     cut_envs = sim.make_vec_env("Reach", 4, same_step_reset=True, max_steps=3)
-    cut = evaluate(cut_envs, 8, load_base(base, "Reach", 4), None, None, obs_key="state")["success"]
+    try:
+        cut = evaluate(cut_envs, 8, load_base(base, "Reach", 4), None, None, obs_key="state")["success"]
+    finally:
+        cut_envs.close()
     assert summary["base_success"] == full != cut
 
 

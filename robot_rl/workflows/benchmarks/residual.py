@@ -26,7 +26,7 @@ from robot_rl.rl.loop import LoopConfig
 from robot_rl.rl.takeover import TakeoverConfig
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
-from robot_rl.workflows.train_residual import evaluate_residual, train_residual
+from robot_rl.workflows.train_residual import check_episode_steps, evaluate_residual, train_residual
 
 BASE_SUCCESS = (0.3, 0.7)  # an imperfect base leaves room to improve, and is good enough to improve on
 
@@ -84,6 +84,7 @@ def heldout_success(cfg: DictConfig, base: Path | ExpertSpec | None, best: str) 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     recipe = load_recipe(str(cfg.recipe), **dict(cfg.overrides or {}))
+    check_episode_steps(cfg.episode_steps)  # before a base is made and cached
     checkpoint, demos, base_success = bench_base(cfg)
     loop = LoopConfig(total_steps=int(cfg.steps), seed=int(cfg.seed), eval_every=int(cfg.eval.every),
                       eval_episodes=int(cfg.eval.episodes), checkpoint_every=0, resume=bool(cfg.resume))
@@ -102,4 +103,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "heldout": heldout_success(cfg, checkpoint if recipe.enabled else None, summary["best_checkpoint"]),
             "steps_to_90": summary["steps_to_90"], "steps_to_95": summary["steps_to_95"],
             "curve": summary["curve"], "takeover": summary["takeover"],
-            "takeover_share": summary["takeover_share"], "resumed": summary["resumed"], "out": summary["out"]}
+            "takeover_share": summary["takeover_share"], "episode_steps": summary["episode_steps"],
+            "resumed": summary["resumed"], "out": summary["out"]}

@@ -188,7 +188,8 @@ def evaluate_all(eval_envs: EvalEnvs, episodes: int, base: BasePolicy | None, ag
 def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConfig, base: BasePolicy | None = None,
           replay: Replay | None = None, eval_envs: EvalEnvs | None = None, eval_base: BasePolicy | None = None,
           demo_rewards: Sequence[np.ndarray] = (), on_record: Callable[[str, dict], None] | None = None,
-          on_episode: EpisodeCallback | None = None, supervisor: Supervisor | None = None) -> TrainResult:
+          on_episode: EpisodeCallback | None = None, supervisor: Supervisor | None = None,
+          run_meta: dict[str, Any] | None = None) -> TrainResult:
     """Run residual RL for `loop.total_steps` env steps. `on_record(kind, record)` sees every "log" and "eval"
     record as it is made (for CSV / TensorBoard / progress bars in the workflow); `on_episode(steps, env)` every
     finished online episode (to write it to a store), when the default replay is used. `demo_rewards` (one reward
@@ -196,7 +197,8 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     `eval_base` (default: `base`) must be a separate instance when the base keeps per-env state. With a
     `supervisor`, training episodes may be taken over: its action runs, the step is recorded as an intervention with
     the policy's proposal kept (`policy_action`), and `takeover_rate` (share of steps taken over) joins the logs;
-    evaluations never have one."""
+    evaluations never have one. `run_meta`: the caller's settings, recorded in every checkpoint's meta so a resumed
+    run can be checked against them."""
     if cfg.enabled and base is None:
         raise UserError("a residual recipe needs a base policy; pass base=... or set residual.enabled=false")
     envs = as_vector_env(envs)
@@ -245,7 +247,7 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     def checkpoint(iteration: int, directory: str | Path, keep: int = 2, **extra: Any) -> None:
         meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
                 "update_calls": update_calls, "env_steps": iteration * num_envs,
-                "reward_scaler": scaler.state_dict(), **extra}
+                "reward_scaler": scaler.state_dict(), **(run_meta or {}), **extra}
         if image_keys:
             meta["image_shapes"] = {k: list(shape) for k, shape in image_shapes.items()}
         save_checkpoint(directory, state, meta, step=iteration * num_envs, keep=keep)

@@ -142,10 +142,10 @@ def load_rollouts(store: EpisodeStore, capacity: int,
             for start, stop in zip(ends[first:-1], ends[first + 1:])]
 
 
-def resume_point(out: Path, loop: LoopConfig, num_envs: int) -> dict[str, Any]:
+def resume_point(out: Path, loop: LoopConfig, num_envs: int, episode_steps: int | None) -> dict[str, Any]:
     """The meta of the checkpoint a `resume` run continues from ({} for a fresh run), after checking the run can
     go on: a fresh run never writes into a folder that holds one, and a resumed one needs a checkpoint behind the
-    steps it is asked for, taken with the same number of envs."""
+    steps it is asked for, taken with the same number of envs and the same training episode limit."""
     checkpoint = latest_checkpoint(loop.checkpoint_dir)
     holds_run = checkpoint is not None or EpisodeStore.exists(out / "rollouts") or (out / "eval.csv").exists()
     if not loop.resume:
@@ -161,6 +161,11 @@ def resume_point(out: Path, loop: LoopConfig, num_envs: int) -> dict[str, Any]:
     if meta["env_steps"] != meta["iteration"] * num_envs:
         stepped = meta["env_steps"] // max(meta["iteration"], 1)
         raise UserError(f"resume=true: the run stepped {stepped} envs at a time; resume it with num_envs={stepped}")
+    trained_with = meta.get("episode_steps")  # checkpoints from before it was recorded: the task's limit
+    if trained_with != episode_steps:
+        given = "null" if trained_with is None else trained_with
+        raise UserError(f"resume=true: the run trained with episode_steps={given}; resume it with "
+                        f"episode_steps={given}")
     if loop.total_steps <= meta["env_steps"]:
         raise UserError(f"resume=true: the run is already at {meta['env_steps']} env steps; give steps= more than "
                         "that")
@@ -355,6 +360,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                         "(or residual=scratch for SAC from scratch)")
     base = None if not recipe.enabled else base
     check_episode_steps(episode_steps)
+    episode_steps = None if episode_steps is None else int(episode_steps)
     if gate is not None and isinstance(base, ExpertSpec):
         raise UserError("the deployment gate values candidates built on a base checkpoint; base=expert has none "
                         "(set gate.enabled=false)")
@@ -362,7 +368,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     out.mkdir(parents=True, exist_ok=True)
     loop.obs_key = OBS_KEY
     loop.checkpoint_dir = loop.checkpoint_dir or str(out / "checkpoints")
-    resumed = resume_point(out, loop, num_envs)
+    resumed = resume_point(out, loop, num_envs, episode_steps)
     start_iteration = resumed.get("iteration", 0)  # a resumed run's samplers draw anew, not its first draws again
     recorded = EpisodeStore.exists(out / "rollouts")  # before this run's writer makes one
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
@@ -414,7 +420,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
             states = np.concatenate(demo_states) if demo_states else random_states(envs, 100, loop.seed)
             recipe = dataclasses.replace(recipe, obs_stats=observation_stats(states))
         result = train(envs, recipe, loop, base=base_fn, replay=replay, eval_envs=eval_envs, eval_base=eval_base,
-                       demo_rewards=demo_rewards, on_record=log, supervisor=supervisor)
+                       demo_rewards=demo_rewards, on_record=log, supervisor=supervisor,
+                       run_meta={"episode_steps": episode_steps})
     envs.close()
     for e in eval_envs.values():
         e.close()

@@ -172,6 +172,8 @@ def test_a_resumed_run_refills_its_replay_and_continues_its_records(reach, tmp_p
     assert "already at 300 env steps; give steps= more than that" in capsys.readouterr().err
     assert main([*args, "steps=400", "resume=true", "num_envs=4"]) == 2
     assert "resume it with num_envs=2" in capsys.readouterr().err
+    assert main([*args, "steps=400", "resume=true", "episode_steps=5"]) == 2
+    assert "the run trained with episode_steps=null; resume it with episode_steps=null" in capsys.readouterr().err
     shutil.rmtree(out / "checkpoints")
     assert main([*args, "steps=400", "resume=true"]) == 2
     assert "has no checkpoint to continue from" in capsys.readouterr().err
@@ -222,6 +224,15 @@ def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_pat
     finally:
         cut_envs.close()
     assert summary["base_success"] == full != cut
+
+    # a resumed run keeps the limit it trained under: another one (the task's, when left out) is refused
+    resume = ["train-residual", "task=Reach", f"base={base}", f"demos={demos}", "steps=200", "num_envs=4",
+              "eval.every=0", "eval.episodes=8", "eval.num_envs=4", f"out={out}", "progress=false", "resume=true",
+              *SMALL]
+    assert main(resume) == 2
+    assert "the run trained with episode_steps=3; resume it with episode_steps=3" in capsys.readouterr().err
+    assert main([*resume, "episode_steps=3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episode_steps"] == 3
 
 
 def test_bad_input_is_a_clear_error(reach, tmp_path):

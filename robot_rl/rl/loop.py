@@ -245,9 +245,9 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
                 checkpoint(iteration, best_dir(loop.checkpoint_dir), keep=1, evaluation=figures)
 
     def checkpoint(iteration: int, directory: str | Path, keep: int = 2, **extra: Any) -> None:
-        meta = {"agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim, "iteration": iteration,
-                "update_calls": update_calls, "env_steps": iteration * num_envs,
-                "reward_scaler": scaler.state_dict(), **(run_meta or {}), **extra}
+        meta = {**(run_meta or {}), "agent": cfg.to_dict(), "obs_dim": obs_dim, "action_dim": action_dim,
+                "iteration": iteration, "update_calls": update_calls, "env_steps": iteration * num_envs,
+                "reward_scaler": scaler.state_dict(), **extra}
         if image_keys:
             meta["image_shapes"] = {k: list(shape) for k, shape in image_shapes.items()}
         save_checkpoint(directory, state, meta, step=iteration * num_envs, keep=keep)

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import functools
 import io
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -161,15 +162,30 @@ def resume_point(out: Path, loop: LoopConfig, num_envs: int, episode_steps: int 
     if meta["env_steps"] != meta["iteration"] * num_envs:
         stepped = meta["env_steps"] // max(meta["iteration"], 1)
         raise UserError(f"resume=true: the run stepped {stepped} envs at a time; resume it with num_envs={stepped}")
-    trained_with = meta.get("episode_steps")  # checkpoints from before it was recorded: the task's limit
-    if trained_with != episode_steps:
-        given = "null" if trained_with is None else trained_with
-        raise UserError(f"resume=true: the run trained with episode_steps={given}; resume it with "
-                        f"episode_steps={given}")
+    check_resumed_limit(out, meta, episode_steps)
     if loop.total_steps <= meta["env_steps"]:
         raise UserError(f"resume=true: the run is already at {meta['env_steps']} env steps; give steps= more than "
                         "that")
     return meta
+
+
+def check_resumed_limit(out: Path, meta: dict[str, Any], episode_steps: int | None) -> None:
+    """A resumed run must train under the episode limit it trained under. Checkpoints record it; for one from before
+    they did, a finished run's summary.json does, and otherwise the limit is unknown (a warning, not a refusal)."""
+    if "episode_steps" in meta:
+        trained = meta["episode_steps"]
+    else:
+        summary = out / "summary.json"
+        recorded = json.loads(summary.read_text()) if summary.is_file() else {}
+        if "episode_steps" not in recorded:
+            print(f"[train-residual] resume: {out} does not record the episode limit it trained under; continuing "
+                  f"with episode_steps={episode_steps if episode_steps is not None else 'null'}", file=sys.stderr)
+            return
+        trained = recorded["episode_steps"]
+    if trained != episode_steps:
+        value = "null" if trained is None else trained
+        raise UserError(f"resume=true: the run trained with episode_steps={value}; resume it with "
+                        f"episode_steps={value}")
 
 
 def restore_replay(replay: EpisodeReplay, rollouts: Path, capacity: int,

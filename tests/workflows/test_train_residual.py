@@ -18,6 +18,7 @@ from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.train_base import train_base
 from robot_rl.workflows.train_residual import (
+    check_resumed_limit,
     evaluate_residual,
     load_base,
     load_demos,
@@ -232,7 +233,16 @@ def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_pat
     assert main(resume) == 2
     assert "the run trained with episode_steps=3; resume it with episode_steps=3" in capsys.readouterr().err
     assert main([*resume, "episode_steps=3"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episode_steps"] == 3
+    resumed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert resumed["resumed"]["env_steps"] == 160 and resumed["env_steps"] == 200
+    with EpisodeStore.open(out / "rollouts") as store:  # the episodes the resumed part added are cut at 3 too
+        assert store.num_episodes > summary["online_episodes"]
+        assert max(np.diff(np.concatenate([[0], store.episode_ends]))) <= 3
+    # a checkpoint from before the limit was recorded: a finished run's summary says it; else a warning, no refusal
+    with pytest.raises(UserError, match="trained with episode_steps=3; resume it with episode_steps=3"):
+        check_resumed_limit(out, {}, None)
+    check_resumed_limit(tmp_path, {}, None)
+    assert "does not record the episode limit it trained under" in capsys.readouterr().err
 
 
 def test_bad_input_is_a_clear_error(reach, tmp_path):

@@ -1,7 +1,8 @@
 """`robot-rl demo` (behind `make demo`): the whole pipeline on small defaults, ending in `runs/<name>/report.md`.
 
-Stages run in order and each adds a section to the report. Stages that later issues bring (collect in a sim mirror,
-train a base policy, residual RL, ranking) plug in here as they land.
+Stages run in order and each adds a section to the report: an episode store checked end to end, scripted demos in a
+sim mirror, a diffusion base trained on them, residual RL on that base, and an offline ranking of the policies it
+produced, scored against rollouts.
 """
 
 from __future__ import annotations

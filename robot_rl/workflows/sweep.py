@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from robot_rl.errors import UserError
-from robot_rl.files import write_atomic, write_json
+from robot_rl.files import write_json
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.collect import collect
 from robot_rl.workflows.evaluate import evaluate_policy
@@ -103,7 +103,7 @@ def ensure_candidate(config: CandidateConfig, cache: str | Path, progress: bool 
     name = f"{config.setting}-s{config.seed}"
     record = {"name": name, "checkpoint": str(result.checkpoint.relative_to(folder)), "demos": "demos",
               "config": asdict(config), "key": config.key(), "train_metrics": result.metrics}
-    write_atomic(folder / CANDIDATE_FILE, json.dumps(record, indent=1, default=str).encode())
+    write_json(folder / CANDIDATE_FILE, record)
     return Candidate.load(folder)
 
 

@@ -38,16 +38,20 @@ class SteeredPolicy:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Chunks (B, H', A) for observations {key: (B, d)} or histories {key: (B, n, d)} (scored at the latest)."""
-        name = self.evaluator.cfg.obs_key.removeprefix("obs/")
+        """Chunks (B, H', A) for observations {key: (B, d)} or histories {key: (B, n, d)} (scored at the latest);
+        with a critic that reads cameras, `obs` holds its images too ({"image_<cam>": (B, [n,] H, W, 3)})."""
+        critic = self.evaluator
+        name = critic.state_name
         batch = len(obs[name])
         repeated = {key: np.repeat(value, self.k, axis=0) for key, value in obs.items()}
         chunks = np.asarray(self.sample(repeated))  # (B * K, H', A), the K samples of each state in a row
-        H = self.evaluator.cfg.horizon
+        H = critic.cfg.horizon
         state = repeated[name]
-        state = state[:, -1] if state[0].size != self.evaluator.obs_dim else state
+        state = state[:, -1] if state[0].size != critic.obs_dim else state
+        inputs = {name: state, **{k: repeated[k][:, -1] if repeated[k].ndim == 5 else repeated[k]  # (B, n, H, W, 3)
+                                  for k in critic.image_names}} if critic.image_keys else state
         window = chunks[:, :H]  # the part the critic scores
-        scores = self.evaluator.q_values(state, window).min(axis=0).reshape(batch, self.k)
+        scores = critic.q_values(inputs, window).min(axis=0).reshape(batch, self.k)
         if self.keep < self.k:
             flat = window.reshape(batch, self.k, -1)
             distance = np.linalg.norm(flat - flat.mean(axis=1, keepdims=True), axis=2)

@@ -59,15 +59,18 @@ def evaluator_config(values: Mapping[str, Any]) -> EvaluatorConfig:
     return EvaluatorConfig(**values)
 
 
-def load_cache(data: str | Path, obs_key: str) -> tuple[ReplayCache, list[str]]:
-    """The whole store in a replay cache (the keys the evaluators read) and each episode's policy_id."""
+def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = ()) -> tuple[ReplayCache, list[str]]:
+    """The whole store in a replay cache (the keys the evaluators read: `obs_key`, the cameras in `image_keys`,
+    actions, rewards, ends) and each episode's policy_id."""
     with EpisodeStore.open(data, mode="r") as store:
-        if obs_key not in store.schema:
-            raise UserError(f"store {data} has no key {obs_key!r} (its keys: {', '.join(store.schema)}); "
-                            "set evaluator.obs_key to one of them")
+        settings = [(obs_key, "evaluator.obs_key"), *((k, "evaluator.encoder.image_keys") for k in image_keys)]
+        for key, setting in settings:
+            if key not in store.schema:
+                raise UserError(f"store {data} has no key {key!r} (its keys: {', '.join(store.schema)}); "
+                                f"set {setting} to keys it has")
         if store.num_episodes == 0:
             raise UserError(f"store {data} has no committed episode; record or collect some first")
-        keys = [obs_key, "action", "reward", "terminated"]
+        keys = [obs_key, *image_keys, "action", "reward", "terminated"]
         keys += [k for k in ("intervention", "policy_action") if k in store.schema]
         cache = ReplayCache.for_store(store, capacity=store.num_steps + 1, keys=keys)
         cache.sync(store)
@@ -137,7 +140,7 @@ def own_returns(critic: ChunkedTDEvaluator, proposals: np.ndarray, episodes: Seq
 
     def q(slot: int, chunk: np.ndarray) -> float:
         slots = np.array([slot])
-        return float(critic.q_values(cache.data[cfg.obs_key][slots], chunk.reshape(1, horizon, -1),
+        return float(critic.q_values(critic.observation(slots), chunk.reshape(1, horizon, -1),
                                      cache.step[slots]).mean())
 
     returns = []
@@ -191,7 +194,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     else:
         loaded = load_candidates([str(c) for c in candidates], seed)
     names = [c.name for c in loaded]
-    cache, policy_ids = load_cache(data, evaluator.obs_key)
+    cache, policy_ids = load_cache(data, evaluator.obs_key, evaluator.encoder.image_keys)
 
     on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
     rows, returns = [], []

@@ -213,3 +213,31 @@ def test_monte_carlo_by_candidate_by_hand():
     assert values[0] == pytest.approx((0.25 + 0.5) / 2) and values[1] == 0.0
     assert values[2] == pytest.approx((0.25 + 0.5 + 0) / 3)  # never logged: the value of all logged data
     assert counts == [2, 1, 0]
+
+
+def test_rank_with_a_camera_critic(setup, tmp_path, capsys):
+    """`evaluator.encoder.image_keys` gives the critics the store's camera images (the learner's encoder design); the
+    blend's own returns query the same critic; a camera the store lacks is a one-line error."""
+    root, _, candidates = setup
+    store = tmp_path / "camera_store"
+    collect("PushCube", store, episodes=2, noise=0.1, seed=0, progress=False, cameras=["front"], image_size=12)
+    camera = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
+              "evaluator.encoder.feature_dim=4", "baseline.encoder.image_keys=[obs/image_front]"]
+    code = main(["rank", f"candidates=[{candidates[0]}]", f"data={store}", f"out={tmp_path / 'run'}", *camera, *TINY])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and np.isfinite(result["candidates"][0]["estimate"])
+    with EpisodeStore.open(store, mode="a") as logged:  # an episode of the candidate: the blend queries the critic
+        steps = logged.read_steps(0, int(logged.episode_ends[0]))
+        with logged.writer() as writer:
+            for i in range(len(steps["reward"])):
+                writer.add_step({key: value[i] for key, value in steps.items()})
+            writer.end_episode(success=True, source="policy", policy_id=candidates[0])
+    evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2,
+                                batch_size=32, encoder={"image_keys": ["obs/image_front"], "channels": [4],
+                                                        "feature_dim": 4})
+    row = rank_policies([candidates[0]], store, evaluator, out=None, progress=False)["candidates"][0]
+    assert len(row["blend_returns"]) == 1 and np.isfinite(row["blend_returns"][0])
+    code = main(["rank", f"candidates=[{candidates[0]}]", f"data={root / 'store'}", f"out={tmp_path / 'bad'}",
+                 *camera, *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no key 'obs/image_front'" in err, err

@@ -20,6 +20,7 @@ Two ways to run a candidate, both in normalized action units:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,33 @@ class StepActor:
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+class ChunkActor:
+    """Runs a chunk function (a candidate, a steered policy) step by step: keeps the last n observations of `keys`,
+    executes `n_action_steps` of each chunk. One loop for a base and its steered version, so a comparison differs only
+    in where chunks come from."""
+
+    def __init__(self, chunk_fn: Callable[[dict[str, np.ndarray]], np.ndarray], n_obs_steps: int,
+                 n_action_steps: int, reset: Callable[[int | None], None] | None = None,
+                 keys: Sequence[str] = ("state",)):
+        self.chunk_fn, self.n_obs, self.n_act, self._reset = chunk_fn, n_obs_steps, n_action_steps, reset
+        self.keys = tuple(keys)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.history: dict[str, list[np.ndarray]] = {}
+        self.queue: list[np.ndarray] = []
+        if self._reset is not None:
+            self._reset(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        for key in self.keys:
+            value = np.asarray(obs[key], np.uint8 if key.startswith("image_") else np.float32)
+            self.history[key] = (self.history.get(key) or [value] * self.n_obs)[1:] + [value]
+        if not self.queue:
+            chunk = self.chunk_fn({key: np.stack(values)[None] for key, values in self.history.items()})[0]
+            self.queue = list(chunk[:self.n_act])
+        return self.queue.pop(0)
 
 
 def parse_spec(spec: str) -> tuple[Path, Path | None]:

@@ -2,12 +2,18 @@
 
 `evaluate_policy(...)` is the plain function that training callbacks, `robot-rl demo` and the tests call. A checkpoint
 runs through the chunk scheduler of the policy contract; its spec picks the task, cameras and image size.
+
+`steer.k=K steer.data=ROOT` runs a checkpoint with value-guided steering (V-GPS, `robot_rl.eval.steering`): a
+chunked-TD critic is fitted for it on the episodes in ROOT (its own logged episodes and demos), then every chunk is the
+best of K samples by that critic. Base and steered policy run through the same step loop (`ChunkActor`), so
+`steer.k=1` is the base itself: compare the two on the same `seed` to measure what steering buys.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +26,35 @@ from robot_rl.errors import UserError
 from robot_rl.workflows.collect import make_task_env, task_settings, variant_params
 
 
+@dataclass
+class SteerSettings:
+    """Value-guided steering of a checkpoint (see the module docstring); `k` = 0: off."""
+
+    k: int = 0
+    data: str | None = None  # episode store the critic is fitted on
+    keep: int | None = 8  # score only the `keep` samples nearest the K samples' mean (None: all K)
+    temperature: float = 0.0  # 0: argmax; > 0: sample from softmax(Q / temperature)
+    evaluator: Any = None  # its critic's EvaluatorConfig (None: the defaults with horizon 8)
+
+
 def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20,
                     variant: str | Mapping[str, Any] = "nominal", scheduler: str = "open_loop", seed: int = 0,
                     noise: float = 0.0, fail_prob: float = 0.0, n_action_steps: int | None = None,
                     task_settings: Mapping[str, Any] | None = None, progress: bool = True,
-                    ddim_steps: int | None = None, action_noise: float = 0.0) -> dict[str, Any]:
+                    ddim_steps: int | None = None, action_noise: float = 0.0,
+                    steer: SteerSettings | None = None) -> dict[str, Any]:
     """Roll `policy` ("expert" or a checkpoint path) out for `episodes` episodes; returns success_rate, mean_return,
     mean_length, episodes (and task, variant, policy). `noise`/`fail_prob` tune the expert; `scheduler` and
     `n_action_steps` the chunk scheduler of a checkpoint, `ddim_steps` a diffusion checkpoint's sampling steps.
     `action_noise`: Gaussian noise of that std (normalized action units) on every executed action, clipped to the
-    action range: how a policy does when run with exploration noise, as logged data often is."""
+    action range: how a policy does when run with exploration noise, as logged data often is. `steer`: run the
+    checkpoint steered by a critic (the result then carries `steer`: k, keep, the critic's value of the base)."""
+    steer = steer or SteerSettings()
+    if steer.k < 0:
+        raise UserError(f"steer.k={steer.k} must be >= 0 (0: no steering, K: best of K sampled chunks)")
+    if steer.k and (policy == "expert" or not steer.data):
+        raise UserError("steering needs a policy checkpoint (checkpoint=CKPT) and the episodes to fit its critic on "
+                        "(steer.data=ROOT)")
     if episodes < 1:
         raise UserError(f"episodes={episodes} must be at least 1")
     if action_noise < 0:
@@ -40,6 +65,9 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
         env = make_task_env(task, variant, None, None, task_settings)
         expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
         act, reset, close = expert.act, lambda seed: expert.reset(), lambda: None
+    elif steer.k:
+        env, act, reset, close, steering = _steered_actor(policy, task, variant, n_action_steps, task_settings,
+                                                          ddim_steps, steer, seed, progress)
     else:
         env, act, reset, close = _checkpoint_actor(policy, task, variant, scheduler, n_action_steps, task_settings,
                                                    ddim_steps)
@@ -63,9 +91,47 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
     finally:
         close()
         env.close()
-    return {"success_rate": successes / episodes, "mean_return": float(np.mean(returns)),
-            "mean_length": float(np.mean(lengths)), "episodes": episodes, "task": env.robot.name,
-            "variant": env.variant.name, "policy": policy}
+    result = {"success_rate": successes / episodes, "mean_return": float(np.mean(returns)),
+              "mean_length": float(np.mean(lengths)), "episodes": episodes, "task": env.robot.name,
+              "variant": env.variant.name, "policy": policy}
+    if steer.k:
+        result["steer"] = steering
+    return result
+
+
+def _steered_actor(path: str, task: str | None, variant: str | Mapping[str, Any], n_action_steps: int | None,
+                   task_settings: Mapping[str, Any] | None, ddim_steps: int | None, steer: SteerSettings, seed: int,
+                   progress: bool) -> tuple[sim.MirrorEnv, Callable, Callable, Callable, dict[str, Any]]:
+    """The checkpoint's env, and (act, reset, close) of the checkpoint steered by a critic fitted for it on
+    `steer.data`, with what steering used."""
+    from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+    from robot_rl.eval.steering import SteeredPolicy
+    from robot_rl.workflows.candidates import ChunkActor, load_candidate
+    from robot_rl.workflows.rank import load_cache
+
+    env, _, _, close = _checkpoint_actor(path, task, variant, "open_loop", n_action_steps, task_settings, ddim_steps)
+    close()
+    candidate = load_candidate(path, seed)
+    if ddim_steps is not None:
+        from robot_rl.policies import load_policy
+
+        candidate = replace(candidate, policy=load_policy(path, seed=seed, ddim_steps=ddim_steps))
+    # steering scores chunks without their episode step: no time limit
+    critic_cfg = replace(steer.evaluator or EvaluatorConfig(horizon=8), time_limit=None)
+    cache, _ = load_cache(steer.data, critic_cfg.obs_key, critic_cfg.encoder.image_keys)
+    critic = ChunkedTDEvaluator(critic_cfg, cache)
+    if progress:
+        print(f"[evaluate] fitting the steering critic on {steer.data} ({cache.num_episodes} episodes)",
+              file=sys.stderr)
+    estimate = critic.fit(candidate)
+    steered = SteeredPolicy(candidate, critic, k=steer.k, temperature=steer.temperature,
+                            keep=None if steer.keep is None else min(steer.keep, steer.k), seed=seed)
+    spec = candidate.spec
+    actor = ChunkActor(steered, spec.n_obs_steps, n_action_steps or spec.n_action_steps, candidate.policy.reset,
+                       keys=tuple(dict.fromkeys((*spec.obs_keys, *critic.image_names))))
+    steering = {"k": steer.k, "keep": steered.keep, "temperature": steer.temperature, "data": str(steer.data),
+                "critic_value": estimate.value}
+    return env, actor, actor.reset, lambda: None, steering
 
 
 def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, Any], mode: str,
@@ -101,4 +167,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            fail_prob=float(cfg.expert.fail_prob), n_action_steps=cfg.get("n_action_steps"),
                            task_settings=task_settings(task_cfg) if task_cfg is not None else None,
                            progress=bool(cfg.progress), ddim_steps=cfg.get("ddim_steps"),
-                           action_noise=float(cfg.action_noise))
+                           action_noise=float(cfg.action_noise), steer=steer_settings(cfg.get("steer")))
+
+
+def steer_settings(cfg: DictConfig | None) -> SteerSettings:
+    """`steer.*` of the evaluate config as SteerSettings (its `evaluator` as the rank verb reads one)."""
+    if cfg is None:
+        return SteerSettings()
+    from omegaconf import OmegaConf
+
+    from robot_rl.workflows.rank import evaluator_config  # lazy: JAX only when steering
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    critic = values.pop("evaluator", {})
+    known = {"k", "data", "keep", "temperature"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown steer setting(s) {unknown}; known: {sorted(known | {'evaluator'})}")
+    settings = SteerSettings(**values)
+    return replace(settings, evaluator=evaluator_config(critic)) if settings.k else settings  # JAX only if steering

@@ -241,3 +241,24 @@ def test_rank_with_a_camera_critic(setup, tmp_path, capsys):
                  *camera, *TINY])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no key 'obs/image_front'" in err, err
+
+
+def test_evaluate_runs_a_checkpoint_steered_by_a_critic_fitted_on_a_store(setup, capsys):
+    """`robot-rl evaluate checkpoint=CKPT steer.k=K steer.data=ROOT`: the critic is fitted for the checkpoint on ROOT
+    and every chunk is the best of K samples; the result says what steered it. Bad steering input is one line."""
+    root, store, candidates = setup
+    tiny = [f"steer.evaluator.{key}" for key in ("updates=10", "updates_per_call=10", "hidden_dim=16",
+                                                  "num_critics=2", "batch_size=32")]
+    run = ["evaluate", f"checkpoint={candidates[1]}", "episodes=2", "progress=false"]  # the base reading a history
+    assert main([*run, "steer.k=4", f"steer.data={store}", *tiny]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    steer = result["steer"]
+    assert (steer["k"], steer["keep"], steer["data"]) == (4, 4, str(store)) and np.isfinite(steer["critic_value"])
+    for args, message in ((["steer.k=4"], "steer.data=ROOT"), ([f"steer.data={store}", "steer.k=-1"], "steer.k=-1"),
+                          (["steer.k=4", f"steer.data={store}", "+steer.width=3"], "unknown steer setting")):
+        assert main([*run, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert main(["evaluate", "task=Reach", "steer.k=4", f"steer.data={store}", "progress=false"]) == 2
+    assert "needs a policy checkpoint" in capsys.readouterr().err

@@ -52,7 +52,7 @@ from robot_rl.eval.steering import SteeredPolicy
 from robot_rl.files import write_json
 from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_policy
 from robot_rl.rl.takeover import DriftTakeover
-from robot_rl.workflows.candidates import Candidate, rollout_values
+from robot_rl.workflows.candidates import Candidate, ChunkActor, rollout_values
 from robot_rl.workflows.collect import collect, make_task_env
 from robot_rl.workflows.rank import evaluator_config, format_table, fqe_config, load_cache, rank_policies
 
@@ -105,29 +105,6 @@ def train_candidate(cache_dir: Path, task: str, recipe: Recipe, horizon: int, se
                         val_every=max(recipe.steps, 1), ckpt_every=max(recipe.steps, 1))
     train_policy(demos, out, PolicyConfig(**values), train, task=task, progress=False)
     return checkpoint
-
-
-class ChunkActor:
-    """Runs a chunk function step by step: keeps the last n observations, executes `n_action_steps` of each chunk.
-    The same loop runs a candidate and its steered version, so a comparison differs only in where chunks come from."""
-
-    def __init__(self, chunk_fn: Callable[[dict[str, np.ndarray]], np.ndarray], n_obs_steps: int,
-                 n_action_steps: int, reset: Callable[[int], None] | None = None):
-        self.chunk_fn, self.n_obs, self.n_act, self._reset = chunk_fn, n_obs_steps, n_action_steps, reset
-
-    def reset(self, seed: int | None = None) -> None:
-        self.history: list[np.ndarray] = []
-        self.queue: list[np.ndarray] = []
-        if self._reset is not None:
-            self._reset(seed)
-
-    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        state = np.asarray(obs["state"], np.float32)
-        self.history = (self.history or [state] * self.n_obs)[1:] + [state]
-        if not self.queue:
-            chunk = self.chunk_fn({"state": np.stack(self.history)[None]})[0]
-            self.queue = list(chunk[:self.n_act])
-        return self.queue.pop(0)
 
 
 def logged_episode(writer: Any, env: Any, act: Callable, expert: Any, rng: np.random.Generator, noise: float,

@@ -7,6 +7,11 @@ runs through the chunk scheduler of the policy contract; its spec picks the task
 chunked-TD critic is fitted for it on the episodes in ROOT (its own logged episodes and demos), then every chunk is the
 best of K samples by that critic. Base and steered policy run through the same step loop (`ChunkActor`), so
 `steer.k=1` is the base itself: compare the two on the same `seed` to measure what steering buys.
+
+`record=ROOT` writes every evaluated episode to an episode store (created, or appended to with the same schema), as
+the robot's recorder would: `source=policy` (`scripted` for the expert), `policy_id` the checkpoint as given, so
+`robot-rl rank candidates=[...]` with the same path finds a candidate's own episodes; `policy_action` is the
+policy's proposal, `action` what ran (with `action_noise`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import sim
+from robot_rl.data import EpisodeStore, make_step_schema
 from robot_rl.errors import UserError
 from robot_rl.workflows.collect import make_task_env, task_settings, variant_params
 
@@ -42,13 +48,14 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
                     noise: float = 0.0, fail_prob: float = 0.0, n_action_steps: int | None = None,
                     task_settings: Mapping[str, Any] | None = None, progress: bool = True,
                     ddim_steps: int | None = None, action_noise: float = 0.0,
-                    steer: SteerSettings | None = None) -> dict[str, Any]:
+                    steer: SteerSettings | None = None, record: str | Path | None = None) -> dict[str, Any]:
     """Roll `policy` ("expert" or a checkpoint path) out for `episodes` episodes; returns success_rate, mean_return,
     mean_length, episodes (and task, variant, policy). `noise`/`fail_prob` tune the expert; `scheduler` and
     `n_action_steps` the chunk scheduler of a checkpoint, `ddim_steps` a diffusion checkpoint's sampling steps.
     `action_noise`: Gaussian noise of that std (normalized action units) on every executed action, clipped to the
     action range: how a policy does when run with exploration noise, as logged data often is. `steer`: run the
-    checkpoint steered by a critic (the result then carries `steer`: k, keep, the critic's value of the base)."""
+    checkpoint steered by a critic (the result then carries `steer`: k, keep, the critic's value of the base).
+    `record`: an episode store to write every episode to (see the module docstring)."""
     steer = steer or SteerSettings()
     if steer.k < 0:
         raise UserError(f"steer.k={steer.k} must be >= 0 (0: no steering, K: best of K sampled chunks)")
@@ -73,6 +80,9 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
                                                    ddim_steps)
     noise_rng = np.random.default_rng(seed)
     returns, lengths, successes = [], [], 0
+    policy_id = policy if not steer.k else f"{policy}|steer.k={steer.k}"
+    recorder = EpisodeRecorder(record, env, policy_id, "scripted" if policy == "expert" else "policy") \
+        if record is not None else None
     try:
         for episode in tqdm(range(episodes), desc=f"evaluate {env.robot.name}", unit="ep", file=sys.stderr,
                             disable=not progress):
@@ -80,23 +90,57 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
             reset(seed + episode)
             total, t, done, success = 0.0, 0, False, False
             while not done:
-                action = act(obs)
+                proposal = action = np.asarray(act(obs), np.float32)
                 if action_noise > 0:
                     action = np.clip(action + noise_rng.normal(0.0, action_noise, np.shape(action)), -1.0, 1.0)
-                obs, reward, success, truncated, _ = env.step(action)
-                total, t, done = total + reward, t + 1, success or truncated
+                next_obs, reward, success, truncated, _ = env.step(action)
+                if recorder is not None:
+                    recorder.step(obs, action, proposal, reward, success, truncated, t)
+                obs, total, t, done = next_obs, total + reward, t + 1, success or truncated
+            if recorder is not None:
+                recorder.end(success)
             returns.append(total)
             lengths.append(t)
             successes += int(success)
     finally:
         close()
         env.close()
+        if recorder is not None:
+            recorder.close()
     result = {"success_rate": successes / episodes, "mean_return": float(np.mean(returns)),
               "mean_length": float(np.mean(lengths)), "episodes": episodes, "task": env.robot.name,
               "variant": env.variant.name, "policy": policy}
     if steer.k:
         result["steer"] = steering
     return result
+
+
+class EpisodeRecorder:
+    """Evaluated episodes into an episode store, step by step, as the robot's recorder writes them."""
+
+    def __init__(self, root: str | Path, env: sim.MirrorEnv, policy_id: str, source: str) -> None:
+        self.env, self.policy_id, self.source = env, policy_id, source
+        self.store = EpisodeStore.create(root, make_step_schema(env.robot.obs_spec, env.robot.action_dim),
+                                         exist_ok=True)
+        self.writer = self.store.writer()
+        self.no_human = np.full(env.robot.action_dim, np.nan, np.float32)
+        self.no_residual = np.zeros(env.robot.action_dim, np.float32)
+
+    def step(self, obs: Mapping[str, np.ndarray], action: np.ndarray, proposal: np.ndarray, reward: float,
+             terminated: bool, truncated: bool, t: int) -> None:
+        self.writer.add_step({**{f"obs/{key}": value for key, value in obs.items()}, "action": action,
+                              "policy_action": proposal, "base_action": proposal, "residual_action": self.no_residual,
+                              "human_action": self.no_human, "intervention": False, "reward": reward,
+                              "terminated": terminated, "truncated": truncated,
+                              "timestamp": t / self.env.robot.control_hz})
+
+    def end(self, success: bool) -> None:
+        self.writer.end_episode(success=bool(success), source=self.source, policy_id=self.policy_id,
+                                task=self.env.robot.name, domain=self.env.variant.name)
+
+    def close(self) -> None:
+        """Release the store (an unfinished episode is discarded, committed ones stay)."""
+        self.store.close()
 
 
 def _steered_actor(path: str, task: str | None, variant: str | Mapping[str, Any], n_action_steps: int | None,
@@ -167,7 +211,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                            fail_prob=float(cfg.expert.fail_prob), n_action_steps=cfg.get("n_action_steps"),
                            task_settings=task_settings(task_cfg) if task_cfg is not None else None,
                            progress=bool(cfg.progress), ddim_steps=cfg.get("ddim_steps"),
-                           action_noise=float(cfg.action_noise), steer=steer_settings(cfg.get("steer")))
+                           action_noise=float(cfg.action_noise), steer=steer_settings(cfg.get("steer")),
+                           record=cfg.get("record"))
 
 
 def steer_settings(cfg: DictConfig | None) -> SteerSettings:

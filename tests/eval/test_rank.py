@@ -262,3 +262,25 @@ def test_evaluate_runs_a_checkpoint_steered_by_a_critic_fitted_on_a_store(setup,
         assert err.count("\n") == 1 and message in err, err
     assert main(["evaluate", "task=Reach", "steer.k=4", f"steer.data={store}", "progress=false"]) == 2
     assert "needs a policy checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_records_episodes_that_rank_finds_as_the_candidates_own(setup, tmp_path, capsys):
+    """`robot-rl evaluate checkpoint=CKPT record=ROOT` logs a candidate as it runs (what the robot's recorder would
+    write): a valid store whose episodes rank counts as that candidate's own; noise shows as action != proposal."""
+    root, store, candidates = setup
+    logged = tmp_path / "logged"
+    shutil.copytree(store, logged)  # demos first, then the candidate's own episodes appended
+    run = ["evaluate", f"checkpoint={candidates[0]}", "episodes=2", "progress=false", f"record={logged}"]
+    assert main([*run, "action_noise=0.05"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with EpisodeStore.open(logged, mode="r") as reader:
+        assert reader.num_episodes == 6 and list(reader.meta["policy_id"][-2:]) == [candidates[0]] * 2
+        assert list(reader.meta["source"][-2:]) == ["policy", "policy"]
+        steps = reader.read_steps(int(reader.episode_ends[3]), int(reader.episode_ends[5]))
+        assert len(steps["reward"]) == 2 * evaluated["mean_length"]
+        gap = np.abs(steps["action"] - steps["policy_action"])
+        assert 0 < gap.max() <= 1.0 and np.all(np.isnan(steps["human_action"]))
+    evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
+    row = rank_policies([candidates[0]], logged, evaluator, out=None, progress=False)["candidates"][0]
+    assert row["mc_episodes"] == 2 and (row["mc"] > 0) == (evaluated["mean_return"] > 0)  # their returns, discounted
+    assert main(["data", "validate", str(logged)]) == 0

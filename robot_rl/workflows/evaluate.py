@@ -81,9 +81,10 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
     noise_rng = np.random.default_rng(seed)
     returns, lengths, successes = [], [], 0
     policy_id = policy if not steer.k else f"{policy}|steer.k={steer.k}"
-    recorder = EpisodeRecorder(record, env, policy_id, "scripted" if policy == "expert" else "policy") \
-        if record is not None else None
+    recorder = None
     try:
+        if record is not None:
+            recorder = EpisodeRecorder(record, env, policy_id, "scripted" if policy == "expert" else "policy")
         for episode in tqdm(range(episodes), desc=f"evaluate {env.robot.name}", unit="ep", file=sys.stderr,
                             disable=not progress):
             obs, _ = env.reset(seed=seed if episode == 0 else None)

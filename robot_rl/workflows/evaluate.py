@@ -59,6 +59,8 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
     steer = steer or SteerSettings()
     if steer.k < 0:
         raise UserError(f"steer.k={steer.k} must be >= 0 (0: no steering, K: best of K sampled chunks)")
+    if steer.temperature < 0:
+        raise UserError(f"steer.temperature={steer.temperature} must be >= 0 (0: the critic's best chunk)")
     if steer.k and (policy == "expert" or not steer.data):
         raise UserError("steering needs a policy checkpoint (checkpoint=CKPT) and the episodes to fit its critic on "
                         "(steer.data=ROOT)")
@@ -104,10 +106,12 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
             lengths.append(t)
             successes += int(success)
     finally:
-        close()
-        env.close()
-        if recorder is not None:
-            recorder.close()
+        try:
+            close()
+            env.close()
+        finally:
+            if recorder is not None:
+                recorder.close()
     result = {"success_rate": successes / episodes, "mean_return": float(np.mean(returns)),
               "mean_length": float(np.mean(lengths)), "episodes": episodes, "task": env.robot.name,
               "variant": env.variant.name, "policy": policy}
@@ -156,24 +160,35 @@ def _steered_actor(path: str, task: str | None, variant: str | Mapping[str, Any]
 
     env, _, _, close = _checkpoint_actor(path, task, variant, "open_loop", n_action_steps, task_settings, ddim_steps)
     close()
-    candidate = load_candidate(path, seed)
-    if ddim_steps is not None:
-        from robot_rl.policies import load_policy
+    try:
+        candidate = load_candidate(path, seed)
+        if ddim_steps is not None:
+            from robot_rl.policies import load_policy
 
-        candidate = replace(candidate, policy=load_policy(path, seed=seed, ddim_steps=ddim_steps))
-    # steering scores chunks without their episode step: no time limit
-    critic_cfg = replace(steer.evaluator or EvaluatorConfig(horizon=8), time_limit=None)
-    cache, _ = load_cache(steer.data, critic_cfg.obs_key, critic_cfg.encoder.image_keys)
-    critic = ChunkedTDEvaluator(critic_cfg, cache)
-    if progress:
-        print(f"[evaluate] fitting the steering critic on {steer.data} ({cache.num_episodes} episodes)",
-              file=sys.stderr)
-    estimate = critic.fit(candidate)
-    steered = SteeredPolicy(candidate, critic, k=steer.k, temperature=steer.temperature,
-                            keep=None if steer.keep is None else min(steer.keep, steer.k), seed=seed)
+            candidate = replace(candidate, policy=load_policy(path, seed=seed, ddim_steps=ddim_steps))
+        # steering scores chunks without their episode step: no time limit
+        critic_cfg = replace(steer.evaluator or EvaluatorConfig(horizon=8), time_limit=None)
+        cache, _ = load_cache(steer.data, critic_cfg.obs_key, critic_cfg.encoder.image_keys, "steer.evaluator")
+        critic = ChunkedTDEvaluator(critic_cfg, cache)
+        for name, key in zip(critic.image_names, critic.image_keys):  # the mirror must show what the critic reads
+            shown = env.robot.obs_spec.get(name, (None,))[0]
+            if tuple(shown or ()) != tuple(cache.spec[key][0]):
+                raise UserError(f"the steering critic reads {key} {tuple(cache.spec[key][0])} but {path} runs a "
+                                f"mirror showing {name} as {shown}; set steer.evaluator.encoder.image_keys to cameras "
+                                "the checkpoint reads, at its image size")
+        if progress:
+            print(f"[evaluate] fitting the steering critic on {steer.data} ({cache.num_episodes} episodes)",
+                  file=sys.stderr)
+        estimate = critic.fit(candidate)
+        steered = SteeredPolicy(candidate, critic, k=steer.k, temperature=steer.temperature,
+                                keep=None if steer.keep is None else min(steer.keep, steer.k), seed=seed)
+    except BaseException:
+        env.close()
+        raise
     spec = candidate.spec
+    keys = (*spec.obs_keys, critic.state_name, *critic.image_names)
     actor = ChunkActor(steered, spec.n_obs_steps, n_action_steps or spec.n_action_steps, candidate.policy.reset,
-                       keys=tuple(dict.fromkeys((*spec.obs_keys, *critic.image_names))))
+                       keys=tuple(dict.fromkeys(keys)))
     steering = {"k": steer.k, "keep": steered.keep, "temperature": steer.temperature, "data": str(steer.data),
                 "critic_value": estimate.value}
     return env, actor, actor.reset, lambda: None, steering

@@ -59,11 +59,12 @@ def evaluator_config(values: Mapping[str, Any]) -> EvaluatorConfig:
     return EvaluatorConfig(**values)
 
 
-def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = ()) -> tuple[ReplayCache, list[str]]:
+def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = (),
+               setting: str = "evaluator") -> tuple[ReplayCache, list[str]]:
     """The whole store in a replay cache (the keys the evaluators read: `obs_key`, the cameras in `image_keys`,
-    actions, rewards, ends) and each episode's policy_id."""
+    actions, rewards, ends) and each episode's policy_id. `setting`: the config prefix errors name."""
     with EpisodeStore.open(data, mode="r") as store:
-        settings = [(obs_key, "evaluator.obs_key"), *((k, "evaluator.encoder.image_keys") for k in image_keys)]
+        settings = [(obs_key, f"{setting}.obs_key"), *((k, f"{setting}.encoder.image_keys") for k in image_keys)]
         for key, setting in settings:
             if key not in store.schema:
                 raise UserError(f"store {data} has no key {key!r} (its keys: {', '.join(store.schema)}); "
@@ -194,7 +195,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     else:
         loaded = load_candidates([str(c) for c in candidates], seed)
     names = [c.name for c in loaded]
-    cache, policy_ids = load_cache(data, evaluator.obs_key, evaluator.encoder.image_keys)
+    cameras = dict.fromkeys([*evaluator.encoder.image_keys, *baseline.encoder.image_keys])  # both critics' cameras
+    cache, policy_ids = load_cache(data, evaluator.obs_key, list(cameras))
 
     on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
     rows, returns = [], []

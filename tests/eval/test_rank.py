@@ -255,8 +255,17 @@ def test_evaluate_runs_a_checkpoint_steered_by_a_critic_fitted_on_a_store(setup,
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     steer = result["steer"]
     assert (steer["k"], steer["keep"], steer["data"]) == (4, 4, str(store)) and np.isfinite(steer["critic_value"])
+    assert main([*run, "seed=9"]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*run, "seed=9", "steer.k=1", f"steer.data={store}", *tiny]) == 0  # one sample: the base itself
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [alone[k] for k in ("success_rate", "mean_return", "mean_length")] == \
+        [plain[k] for k in ("success_rate", "mean_return", "mean_length")]
     for args, message in ((["steer.k=4"], "steer.data=ROOT"), ([f"steer.data={store}", "steer.k=-1"], "steer.k=-1"),
-                          (["steer.k=4", f"steer.data={store}", "+steer.width=3"], "unknown steer setting")):
+                          (["steer.k=4", f"steer.data={store}", "+steer.width=3"], "unknown steer setting"),
+                          (["steer.k=4", f"steer.data={store}", "steer.temperature=-1"], "steer.temperature=-1"),
+                          (["steer.k=4", f"steer.data={store}", "steer.evaluator.encoder.image_keys=[obs/image_front]"],
+                           "steer.evaluator.encoder.image_keys")):
         assert main([*run, *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err

@@ -79,6 +79,19 @@ def test_image_critic_steers_by_the_camera_and_needs_the_images(cache):
     sample = push(lambda obs: rng.choice([-1.0, 1.0], len(obs["state"])))
     chosen = SteeredPolicy(sample, evaluator, k=8)(obs)[:, 0, 0]
     assert np.all((chosen > 0) == bright)
+
+    class TwoFrames:  # a sampler reading histories: steering scores the latest frame
+        n_obs_steps = 2
+
+        def __call__(self, obs):
+            assert obs["image_front"].shape[1:] == (2, SIZE, SIZE, 3)
+            return sample(obs)
+
+    earlier = scene(~bright, rng)  # the older frame shows the opposite scene
+    histories = {"state": np.stack([obs["state"]] * 2, axis=1),
+                 "image_front": np.stack([earlier, obs["image_front"]], axis=1)}
+    chosen = SteeredPolicy(TwoFrames(), evaluator, k=8)(histories)[:, 0, 0]
+    assert np.all((chosen > 0) == bright)
     with pytest.raises(UserError, match="reads cameras"):
         evaluator.q_values(obs["state"], np.zeros((16, HORIZON, 1)))
     with pytest.raises(UserError, match="lack"):

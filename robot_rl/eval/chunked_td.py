@@ -296,9 +296,11 @@ class ChunkedTDEvaluator:
     @property
     def updates_per_call(self) -> int:
         """`updates_per_call`, fewer where camera images would stack past `IMAGE_BATCH_BYTES` in one call."""
+        if not self.image_keys:
+            return self.cfg.updates_per_call
         per_update = 2 * self.cfg.batch_size * sum(
             int(np.prod(self.cache.spec[k][0])) * np.dtype(self.cache.spec[k][1]).itemsize for k in self.image_keys)
-        return max(1, min(self.cfg.updates_per_call, IMAGE_BATCH_BYTES // per_update if per_update else 1 << 30))
+        return max(1, min(self.cfg.updates_per_call, IMAGE_BATCH_BYTES // per_update))
 
     def q_values(self, obs: np.ndarray | dict[str, np.ndarray], chunks: np.ndarray,
                  steps: np.ndarray | None = None) -> np.ndarray:

@@ -47,41 +47,66 @@ def collect(task: str, out: str | Path, episodes: int, variant: str | Mapping[st
         raise UserError(f"recovery_from={recovery_from!r}; use goal (a wrong goal) or object (beside the object)")
     env = make_task_env(task, variant, cameras, image_size, task_settings)
     expert = sim.make_expert(task, noise=noise, fail_prob=fail_prob, seed=seed, action_mode=env.robot.action_mode)
-    schema = make_step_schema(env.robot.obs_spec, env.robot.action_dim)
     dt = 1.0 / env.robot.control_hz
-    no_human = np.full(env.robot.action_dim, np.nan, np.float32)
-    no_residual = np.zeros(env.robot.action_dim, np.float32)
     successes = steps = 0
     rng = np.random.default_rng(seed)
-    store = EpisodeStore.create(out, schema, exist_ok=True)
+    recorder = None
     try:
-        with store.writer() as writer:
-            for episode in tqdm(range(episodes), desc=f"collect {task}", unit="ep", file=sys.stderr,
-                                disable=not progress):
-                obs, _ = env.reset(seed=seed if episode == 0 else None)
-                expert.reset()
-                if recovery_steps:
-                    obs = lead_astray(env, expert, obs, int(rng.integers(1, recovery_steps + 1)),
-                                      missing=recovery_from == "object")
-                start, done, t, success = time.time(), False, 0, False
-                while not done:
-                    action = expert.act(obs)
-                    next_obs, reward, success, truncated, _ = env.step(action)
-                    writer.add_step({**{f"obs/{key}": value for key, value in obs.items()},
-                                     "action": action, "policy_action": expert.proposal, "base_action": action,
-                                     "residual_action": no_residual, "human_action": no_human,
-                                     "intervention": False, "reward": reward, "terminated": success,
-                                     "truncated": truncated, "timestamp": start + t * dt})
-                    obs, done, t = next_obs, success or truncated, t + 1
-                writer.end_episode(success=bool(success), source="scripted", task=task,
-                                   domain=env.variant.name, policy_id=f"expert(noise={noise},fail_prob={fail_prob})")
-                successes += int(success)
-                steps += t
+        recorder = EpisodeRecorder(out, env, f"expert(noise={noise},fail_prob={fail_prob})", "scripted")
+        for episode in tqdm(range(episodes), desc=f"collect {task}", unit="ep", file=sys.stderr,
+                            disable=not progress):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            expert.reset()
+            if recovery_steps:
+                obs = lead_astray(env, expert, obs, int(rng.integers(1, recovery_steps + 1)),
+                                  missing=recovery_from == "object")
+            start, done, t, success = time.time(), False, 0, False
+            while not done:
+                action = expert.act(obs)
+                next_obs, reward, success, truncated, _ = env.step(action)
+                recorder.step(obs, action, expert.proposal, reward, success, truncated, start + t * dt, base=action)
+                obs, done, t = next_obs, success or truncated, t + 1
+            recorder.end(success)
+            successes += int(success)
+            steps += t
     finally:
-        store.close()
-        env.close()
+        try:
+            env.close()
+        finally:
+            if recorder is not None:
+                recorder.close()
     return {"out": str(out), "episodes": episodes, "success_rate": successes / episodes, "steps": steps,
             "task": task, "variant": env.variant.name}
+
+
+class EpisodeRecorder:
+    """Mirror episodes into an episode store (created, or appended to with the same schema), step by step, as the
+    robot's recorder writes them: every observation key under `obs/`, no human and no residual action. `source` and
+    `policy_id` label every episode; `base` defaults to the proposal."""
+
+    def __init__(self, root: str | Path, env: sim.MirrorEnv, policy_id: str, source: str) -> None:
+        self.env, self.policy_id, self.source = env, policy_id, source
+        self.store = EpisodeStore.create(root, make_step_schema(env.robot.obs_spec, env.robot.action_dim),
+                                         exist_ok=True)
+        self.writer = self.store.writer()
+        self.no_human = np.full(env.robot.action_dim, np.nan, np.float32)
+        self.no_residual = np.zeros(env.robot.action_dim, np.float32)
+
+    def step(self, obs: Mapping[str, np.ndarray], action: np.ndarray, proposal: np.ndarray, reward: float,
+             terminated: bool, truncated: bool, timestamp: float, base: np.ndarray | None = None) -> None:
+        self.writer.add_step({**{f"obs/{key}": value for key, value in obs.items()}, "action": action,
+                              "policy_action": proposal, "base_action": proposal if base is None else base,
+                              "residual_action": self.no_residual, "human_action": self.no_human,
+                              "intervention": False, "reward": reward, "terminated": terminated,
+                              "truncated": truncated, "timestamp": timestamp})
+
+    def end(self, success: bool) -> None:
+        self.writer.end_episode(success=bool(success), source=self.source, policy_id=self.policy_id,
+                                task=self.env.robot.name, domain=self.env.variant.name)
+
+    def close(self) -> None:
+        """Release the store (an unfinished episode is discarded, committed ones stay)."""
+        self.store.close()
 
 
 def lead_astray(env: sim.MirrorEnv, expert: sim.ScriptedExpert, obs: dict[str, np.ndarray], steps: int,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import sim
-from robot_rl.data import EpisodeStore, make_step_schema
 from robot_rl.errors import UserError
-from robot_rl.workflows.collect import make_task_env, task_settings, variant_params
+from robot_rl.workflows.collect import EpisodeRecorder, make_task_env, task_settings, variant_params
 
 
 @dataclass
@@ -98,7 +97,7 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
                     action = np.clip(action + noise_rng.normal(0.0, action_noise, np.shape(action)), -1.0, 1.0)
                 next_obs, reward, success, truncated, _ = env.step(action)
                 if recorder is not None:
-                    recorder.step(obs, action, proposal, reward, success, truncated, t)
+                    recorder.step(obs, action, proposal, reward, success, truncated, t / env.robot.control_hz)
                 obs, total, t, done = next_obs, total + reward, t + 1, success or truncated
             if recorder is not None:
                 recorder.end(success)
@@ -120,34 +119,6 @@ def evaluate_policy(task: str | None, policy: str = "expert", episodes: int = 20
     return result
 
 
-class EpisodeRecorder:
-    """Evaluated episodes into an episode store, step by step, as the robot's recorder writes them."""
-
-    def __init__(self, root: str | Path, env: sim.MirrorEnv, policy_id: str, source: str) -> None:
-        self.env, self.policy_id, self.source = env, policy_id, source
-        self.store = EpisodeStore.create(root, make_step_schema(env.robot.obs_spec, env.robot.action_dim),
-                                         exist_ok=True)
-        self.writer = self.store.writer()
-        self.no_human = np.full(env.robot.action_dim, np.nan, np.float32)
-        self.no_residual = np.zeros(env.robot.action_dim, np.float32)
-
-    def step(self, obs: Mapping[str, np.ndarray], action: np.ndarray, proposal: np.ndarray, reward: float,
-             terminated: bool, truncated: bool, t: int) -> None:
-        self.writer.add_step({**{f"obs/{key}": value for key, value in obs.items()}, "action": action,
-                              "policy_action": proposal, "base_action": proposal, "residual_action": self.no_residual,
-                              "human_action": self.no_human, "intervention": False, "reward": reward,
-                              "terminated": terminated, "truncated": truncated,
-                              "timestamp": t / self.env.robot.control_hz})
-
-    def end(self, success: bool) -> None:
-        self.writer.end_episode(success=bool(success), source=self.source, policy_id=self.policy_id,
-                                task=self.env.robot.name, domain=self.env.variant.name)
-
-    def close(self) -> None:
-        """Release the store (an unfinished episode is discarded, committed ones stay)."""
-        self.store.close()
-
-
 def _steered_actor(path: str, task: str | None, variant: str | Mapping[str, Any], n_action_steps: int | None,
                    task_settings: Mapping[str, Any] | None, ddim_steps: int | None, steer: SteerSettings, seed: int,
                    progress: bool) -> tuple[sim.MirrorEnv, Callable, Callable, Callable, dict[str, Any]]:
@@ -155,17 +126,12 @@ def _steered_actor(path: str, task: str | None, variant: str | Mapping[str, Any]
     `steer.data`, with what steering used."""
     from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
     from robot_rl.eval.steering import SteeredPolicy
-    from robot_rl.workflows.candidates import ChunkActor, load_candidate
+    from robot_rl.workflows.candidates import Candidate, ChunkActor
     from robot_rl.workflows.rank import load_cache
 
-    env, _, _, close = _checkpoint_actor(path, task, variant, "open_loop", n_action_steps, task_settings, ddim_steps)
-    close()
+    env, policy = _checkpoint_env(path, task, variant, task_settings, ddim_steps)
+    candidate = Candidate(path, policy)
     try:
-        candidate = load_candidate(path, seed)
-        if ddim_steps is not None:
-            from robot_rl.policies import load_policy
-
-            candidate = replace(candidate, policy=load_policy(path, seed=seed, ddim_steps=ddim_steps))
         # steering scores chunks without their episode step: no time limit
         critic_cfg = replace(steer.evaluator or EvaluatorConfig(horizon=8), time_limit=None)
         cache, _ = load_cache(steer.data, critic_cfg.obs_key, critic_cfg.encoder.image_keys, "steer.evaluator")
@@ -198,7 +164,18 @@ def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, A
                       n_action_steps: int | None, task_settings: Mapping[str, Any] | None,
                       ddim_steps: int | None) -> tuple[sim.MirrorEnv, Callable, Callable, Callable]:
     """The env a checkpoint was made for, and (act, reset, close) that run it through the chunk scheduler."""
-    from robot_rl.policies import ChunkScheduler, load_policy  # lazy: torch only when a checkpoint is evaluated
+    from robot_rl.policies import ChunkScheduler  # lazy: torch only when a checkpoint is evaluated
+
+    env, policy = _checkpoint_env(path, task, variant, task_settings, ddim_steps)
+    runner = ChunkScheduler(policy, mode=mode, n_action_steps=n_action_steps)
+    return env, lambda obs: runner.step(obs)[0], runner.reset, runner.close
+
+
+def _checkpoint_env(path: str, task: str | None, variant: str | Mapping[str, Any],
+                    task_settings: Mapping[str, Any] | None, ddim_steps: int | None) -> tuple[sim.MirrorEnv, Any]:
+    """The checkpoint's policy and the mirror it was made for (its task, cameras and image size), checked against
+    each other."""
+    from robot_rl.policies import load_policy  # lazy: torch only when a checkpoint is evaluated
 
     if not Path(path).is_file():
         raise UserError(f"policy {path!r} is neither 'expert' nor a checkpoint file; give policy=expert or a path")
@@ -215,8 +192,7 @@ def _checkpoint_actor(path: str, task: str | None, variant: str | Mapping[str, A
     if abs(spec.rate_hz - env.robot.control_hz) > 1e-6:
         raise UserError(f"{path} runs at {spec.rate_hz} Hz but {task} is controlled at {env.robot.control_hz} Hz; "
                         f"set task.control_hz={spec.rate_hz}")
-    runner = ChunkScheduler(policy, mode=mode, n_action_steps=n_action_steps)
-    return env, lambda obs: runner.step(obs)[0], runner.reset, runner.close
+    return env, policy
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -241,9 +217,9 @@ def steer_settings(cfg: DictConfig | None) -> SteerSettings:
 
     values = OmegaConf.to_container(cfg, resolve=True)
     critic = values.pop("evaluator", {})
-    known = {"k", "data", "keep", "temperature"}
+    known = {f.name for f in fields(SteerSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"unknown steer setting(s) {unknown}; known: {sorted(known | {'evaluator'})}")
+        raise UserError(f"unknown steer setting(s) {unknown}; known: {sorted(known)}")
     settings = SteerSettings(**values)
     return replace(settings, evaluator=evaluator_config(critic)) if settings.k else settings  # JAX only if steering

@@ -64,11 +64,11 @@ def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = (),
     """The whole store in a replay cache (the keys the evaluators read: `obs_key`, the cameras in `image_keys`,
     actions, rewards, ends) and each episode's policy_id. `setting`: the config prefix errors name."""
     with EpisodeStore.open(data, mode="r") as store:
-        settings = [(obs_key, f"{setting}.obs_key"), *((k, f"{setting}.encoder.image_keys") for k in image_keys)]
-        for key, setting in settings:
+        names = [(obs_key, f"{setting}.obs_key"), *((k, f"{setting}.encoder.image_keys") for k in image_keys)]
+        for key, name in names:
             if key not in store.schema:
                 raise UserError(f"store {data} has no key {key!r} (its keys: {', '.join(store.schema)}); "
-                                f"set {setting} to keys it has")
+                                f"set {name} to keys it has")
         if store.num_episodes == 0:
             raise UserError(f"store {data} has no committed episode; record or collect some first")
         keys = [obs_key, *image_keys, "action", "reward", "terminated"]

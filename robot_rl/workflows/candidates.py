@@ -20,7 +20,7 @@ Two ways to run a candidate, both in normalized action units:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,31 @@ class Residual:
     state: Any  # its TrainState
     path: Path
 
-    def __call__(self, obs: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """Residuals (B, A) for flat observations (B, d) and base actions (B, A)."""
-        return self.agent.act(self.state, obs, base, deterministic=True)
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, ...]]:
+        """{"image_<camera>": (H, W, 3)} of the cameras it reads (empty for a state-only residual)."""
+        return dict(self.agent.image_shapes)
+
+    def __call__(self, obs: Mapping[str, np.ndarray], base: np.ndarray) -> np.ndarray:
+        """Residuals (B, A) for a batch of observations {"state": (B, d), camera: (B, H, W, 3), ...} (or histories
+        with a step axis after the batch axis: the latest step is read) and base actions (B, A)."""
+        from robot_rl.rl.encoder import STATE
+        from robot_rl.rl.loop import flat_obs
+
+        wanted = {STATE: 1, **{key: 3 for key in self.agent.image_keys}}  # dims of one step of each key
+        missing = [key for key in wanted if key not in obs]
+        if missing:
+            raise UserError(f"residual {self.path} reads {missing}, which its caller does not pass (it passes "
+                            f"{sorted(obs)}); with cameras set evaluator.encoder.image_keys to "
+                            f"{['obs/' + k for k in self.agent.image_keys]}")
+        latest = {key: (np.asarray(obs[key])[:, -1] if np.ndim(obs[key]) == 2 + dims else np.asarray(obs[key]))
+                  for key, dims in wanted.items()}
+        latest[STATE] = latest[STATE].reshape(len(latest[STATE]), -1)
+        for key, shape in self.agent.image_shapes.items():
+            if latest[key].shape[1:] != shape:
+                raise UserError(f"residual {self.path} reads {key} at {shape}, given {latest[key].shape[1:]}; "
+                                "give the images at the size it was trained on (the mirror's image_size)")
+        return self.agent.act(self.state, flat_obs(latest, STATE, self.agent.image_keys), base, deterministic=True)
 
 
 def load_residual(path: str | Path) -> Residual:
@@ -104,10 +126,25 @@ class Candidate:
         if self.residual is not None:
             from robot_rl.rl.residual import compose_action
 
-            state = history[spec.obs_keys[0]][:, -1].reshape(len(chunks), -1)
             for k in range(chunks.shape[1]):
-                chunks[:, k] = compose_action(chunks[:, k], self.residual(state, chunks[:, k]))
+                chunks[:, k] = compose_action(chunks[:, k], self.residual(obs, chunks[:, k]))
         return chunks.astype(np.float32)
+
+    def mirror(self, task: str | None = None, variant: str | Mapping[str, Any] = "nominal") -> Any:
+        """A mirror env (of `task`, default the base's) rendering every camera the base and the residual read, at the
+        size they read it."""
+        from robot_rl.workflows.collect import make_task_env
+
+        sizes = {key: tuple(self.spec.obs_shapes[key][:2]) for key in self.spec.image_keys()}
+        for key, shape in (self.residual.image_shapes if self.residual is not None else {}).items():
+            if sizes.setdefault(key, tuple(shape[:2])) != tuple(shape[:2]):
+                raise UserError(f"candidate {self.name}: the base reads {key} at {sizes[key]}, the residual at "
+                                f"{tuple(shape[:2])}; a mirror renders one size: pair a residual with its base")
+        if len(set(sizes.values())) > 1:
+            raise UserError(f"candidate {self.name} reads cameras at several sizes {sizes}; a mirror renders one")
+        cameras = [key.removeprefix("image_") for key in sizes]
+        return make_task_env(task or self.spec.task, variant, cameras or None,
+                             next(iter(sizes.values())) if sizes else None, None)
 
     def actor(self, mode: str = "open_loop") -> StepActor:
         return StepActor(self, mode)
@@ -132,9 +169,8 @@ class StepActor:
             return base
         from robot_rl.rl.residual import compose_action
 
-        key = self.candidate.spec.obs_keys[0]
-        state = np.asarray(obs[key], np.float32).reshape(1, -1)
-        return compose_action(base, residual(state, base[None])[0]).astype(np.float32)
+        batch = {key: np.asarray(value)[None] for key, value in obs.items()}
+        return compose_action(base, residual(batch, base[None])[0]).astype(np.float32)
 
     def close(self) -> None:
         self.scheduler.close()
@@ -185,11 +221,13 @@ def load_candidate(spec: str, seed: int = 0) -> Candidate:
                         "robot-rl train-base")
     policy = load_policy(base, seed=seed)
     residual = load_residual(residual_path) if residual_path is not None else None
-    if residual is not None and residual.agent.image_keys:
-        raise UserError(f"candidate {spec!r}: the residual reads camera(s) {list(residual.agent.image_keys)}; "
-                        "ranking and rollouts of candidates feed the state only, so rank residuals trained on state")
     if residual is not None:
-        state_dim = int(np.prod(policy.spec.obs_shapes[policy.spec.obs_keys[0]]))
+        from robot_rl.rl.encoder import STATE
+
+        if STATE not in policy.spec.obs_shapes:
+            raise UserError(f"candidate {spec!r}: the residual reads the state vector, which base {base} does not "
+                            f"(it reads {list(policy.spec.obs_keys)}); pair a residual with the base it was trained on")
+        state_dim = int(np.prod(policy.spec.obs_shapes[STATE]))
         if (residual.agent.obs_dim, residual.agent.action_dim) != (state_dim, policy.spec.action_dim):
             raise UserError(f"candidate {spec!r}: the residual expects obs {residual.agent.obs_dim} / action "
                             f"{residual.agent.action_dim}, the base gives {state_dim} / {policy.spec.action_dim}; "

@@ -111,11 +111,9 @@ def read_truth_csv(path: str | Path, names: Sequence[str]) -> list[float]:
 def sim_truth(candidates: Sequence[Candidate], task: str | None, variant: str | Mapping[str, Any], episodes: int,
               gamma: float, seed: int, progress: bool) -> list[dict[str, float]]:
     """Roll every candidate out in the mirror: discounted value (same gamma as the evaluators), success, length."""
-    from robot_rl.workflows.collect import make_task_env
-
     results = []
     for candidate in candidates:
-        env = make_task_env(task or candidate.spec.task, variant, None, None, None)
+        env = candidate.mirror(task, variant)
         actor = candidate.actor()
         try:
             results.append(rollout_values(actor, env, episodes, gamma, seed, desc=f"truth {candidate.name}",

@@ -243,6 +243,70 @@ def test_rank_with_a_camera_critic(setup, tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "no key 'obs/image_front'" in err, err
 
 
+def camera_residual(path: Path, size: int) -> Path:
+    """A residual reading `image_front` at `size` pixels, its actor perturbed from the zero-initialized heads so that
+    what it outputs depends on its inputs, the image included."""
+    import jax
+
+    from robot_rl.rl.agent import ResidualAgent
+    from robot_rl.rl.checkpoint import save_checkpoint
+    from robot_rl.rl.config import AgentConfig
+
+    cfg = AgentConfig(actor={"hidden_dim": 16}, critic={"hidden_dim": 16},
+                      encoder={"image_keys": ["image_front"], "channels": [4], "feature_dim": 4})
+    agent = ResidualAgent(cfg, 21, 4, {"image_front": (size, size, 3)})
+    state = agent.init(0)
+    rng = np.random.default_rng(0)
+    jitter = functools.partial(jax.tree_util.tree_map, lambda x: x + rng.normal(0, 0.5, np.shape(x)).astype(np.float32))
+    state = dataclasses.replace(state, actor=jitter(state.actor), critic=jitter(state.critic))  # the critic holds the
+    # encoder the actor reads
+    meta = {"agent": cfg.to_dict(), "obs_dim": 21, "action_dim": 4, "image_shapes": {"image_front": [size, size, 3]}}
+    save_checkpoint(path, state, meta, 0)
+    return path
+
+
+def test_a_residual_reading_a_camera_is_ranked_and_rolled_out_with_its_images(setup, tmp_path, capsys):
+    """A residual trained with a camera gets the images as a candidate: in the chunks the evaluator scores (from the
+    store, through the critic's cameras), step by step in the mirror (which renders its camera at its size), and in
+    `rank ... truth=sim`; a caller without the images gets a one-line error naming the setting."""
+    root, _, candidates = setup
+    base = candidates[0]
+    spec = f"{base}+{camera_residual(tmp_path / 'residual', 12)}"
+    candidate = load_candidate(spec)
+    env = candidate.mirror()
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs["image_front"].shape == (12, 12, 3) and obs["image_front"].max() > 0
+        actor = candidate.actor()
+        actor.reset(0)
+        batch = {key: value[None] for key, value in obs.items()}
+        np.testing.assert_allclose(actor(obs), candidate(batch)[0, 0], atol=1e-5)  # one residual, two paths
+        actor.close()
+    finally:
+        env.close()
+    other = {**batch, "image_front": 255 - batch["image_front"]}
+    assert np.abs(candidate(other) - candidate(batch)).max() > 1e-3  # the residual reads the image
+    with pytest.raises(UserError, match=r"evaluator.encoder.image_keys to \['obs/image_front'\]"):
+        candidate({"state": batch["state"]})
+    with pytest.raises(UserError, match="at the size it was trained on"):
+        candidate({**batch, "image_front": np.zeros((1, 8, 8, 3), np.uint8)})
+
+    store = tmp_path / "camera_store"
+    collect("PushCube", store, episodes=2, noise=0.1, seed=0, progress=False, cameras=["front"], image_size=12)
+    camera = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
+              "evaluator.encoder.feature_dim=4", "baseline.encoder.image_keys=[obs/image_front]"]
+    code = main(["rank", f"candidates=[{base},{spec}]", f"data={store}", f"out={tmp_path / 'run'}", "truth=sim",
+                 "truth_episodes=1", *camera, *TINY])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out.strip().splitlines()[-1])["candidates"]}
+    assert np.isfinite(rows[spec]["estimate"]) and rows[spec]["estimate"] != rows[base]["estimate"]
+    assert 0.0 <= rows[spec]["true_success"] <= 1.0
+    code = main(["rank", f"candidates=[{spec}]", f"data={store}", f"out={tmp_path / 'bad'}", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "evaluator.encoder.image_keys" in err, err
+
+
 def test_evaluate_runs_a_checkpoint_steered_by_a_critic_fitted_on_a_store(setup, capsys):
     """`robot-rl evaluate checkpoint=CKPT steer.k=K steer.data=ROOT`: the critic is fitted for the checkpoint on ROOT
     and every chunk is the best of K samples; the result says what steered it. Bad steering input is one line."""

@@ -305,12 +305,13 @@ def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
         assert tuple(store.schema["obs/image_front"].shape) == (16, 16, 3)
         if store.num_episodes:
             assert store.episode(0)["obs/image_front"].max() > 0  # rendered, not blank
-    from robot_rl.workflows.candidates import load_candidate, load_residual
+    from robot_rl.workflows.candidates import load_candidate
 
-    residual = load_residual(summary["checkpoint_dir"])
-    assert residual.agent.image_keys == ("image_front",)
-    with pytest.raises(UserError, match="reads camera"):  # ranking feeds candidates the state only
-        load_candidate(f"{base}+{summary['checkpoint_dir']}")
+    candidate = load_candidate(f"{base}+{summary['checkpoint_dir']}")  # ranked with its camera (tests/eval/test_rank)
+    assert candidate.residual.image_shapes == {"image_front": (16, 16, 3)}
+    env = candidate.mirror()
+    assert env.reset(seed=0)[0]["image_front"].shape == (16, 16, 3)
+    env.close()
 
 
 def test_a_trained_base_checkpoint_runs_through_evaluate(reach, capsys):

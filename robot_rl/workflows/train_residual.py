@@ -33,7 +33,7 @@ from robot_rl.files import write_atomic, write_json
 from robot_rl.policies.expert_base import EXPERT, ExpertBase, ExpertSpec
 from robot_rl.rl.agent import observation_stats
 from robot_rl.rl.checkpoint import latest_checkpoint, read_checkpoint
-from robot_rl.rl.config import AgentConfig
+from robot_rl.rl.config import AgentConfig, EncoderConfig
 from robot_rl.rl.loop import LoopConfig, best_dir, evaluate, train
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.rl.takeover import ExpertTakeover, TakeoverConfig
@@ -328,17 +328,22 @@ def steps_to(evals: list[dict], level: float) -> int | None:
 
 
 def gate_against_base(base: str | Path, checkpoint_dir: str | Path, data: str | Path, margin: float,
-                      updates: int, seed: int = 0, time_limit: int | None = None) -> dict[str, Any]:
+                      updates: int, seed: int = 0, time_limit: int | None = None,
+                      encoder: EncoderConfig | None = None) -> dict[str, Any]:
     """The deployment gate (RL-100 style) for a freshly trained residual: one chunked-TD evaluator, fitted on the
     logged data for the deployed policy (the base) and for base + residual; the residual passes only if its
-    pessimistic value beats the base's by `margin`. `time_limit`: the episode step limit the data ran under."""
+    pessimistic value beats the base's by `margin`. `time_limit`: the episode step limit the data ran under;
+    `encoder`: the recipe's, so that a residual reading cameras is valued by a critic reading them too."""
     from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
     from robot_rl.eval.gate import DeploymentGate
     from robot_rl.workflows.candidates import load_candidates
     from robot_rl.workflows.rank import load_cache
 
-    cfg = EvaluatorConfig(updates=updates, updates_per_call=min(500, updates), time_limit=time_limit, seed=seed)
-    cache, _ = load_cache(data, cfg.obs_key)
+    encoder = encoder or EncoderConfig()
+    cameras = dataclasses.replace(encoder, image_keys=[f"obs/{k}" for k in encoder.image_keys])  # as stored
+    cfg = EvaluatorConfig(updates=updates, updates_per_call=min(500, updates), time_limit=time_limit, seed=seed,
+                          encoder=cameras)
+    cache, _ = load_cache(data, cfg.obs_key, cameras.image_keys)
     evaluator = ChunkedTDEvaluator(cfg, cache)
     deployed, candidate = load_candidates([str(base), f"{base}+{checkpoint_dir}"], seed)
     decision = DeploymentGate(margin).decide(evaluator.fit(candidate), evaluator.fit(deployed))
@@ -462,7 +467,8 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     if gate is not None and base is not None and writer is not None:
         summary["gate"] = gate_against_base(base, loop.checkpoint_dir, writer.store.root, float(gate["margin"]),
                                             int(gate["updates"]), loop.seed,
-                                            episode_steps or sim.load_settings(task).max_steps)
+                                            time_limit=episode_steps or sim.load_settings(task).max_steps,
+                                            encoder=recipe.encoder)
     write_json(out / "summary.json", summary)
     return summary
 

@@ -200,8 +200,8 @@ def test_episode_steps_cuts_training_episodes_and_not_evaluations(reach, tmp_pat
     out = tmp_path / "run"
     gate_limits = []  # the gate values the rollouts under the limit they ran under
 
-    def gate(*args):
-        gate_limits.append(args[-1])
+    def gate(*args, time_limit, encoder):
+        gate_limits.append(time_limit)
         return {"accept": False}
 
     monkeypatch.setattr("robot_rl.workflows.train_residual.gate_against_base", gate)
@@ -287,7 +287,7 @@ def test_base_expert_with_a_bias_is_a_controlled_base(tmp_path, capsys):
 
 def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
     """encoder.image_keys=[image_front]: the mirrors render the camera, demos must carry it at the same size, the
-    learner's encoder trains on it, and the rollout store records it."""
+    learner's encoder trains on it, the rollout store records it, and the gate's critic reads it."""
     demos, base = reach
     recipe = load_recipe("ours", warmup_steps=32, batch_size=16, critic_warmup_updates=2, **{
         "actor.hidden_dim": 16, "critic.hidden_dim": 16, "critic.num_bins": 21, "encoder.image_keys": ["image_front"],
@@ -299,12 +299,14 @@ def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
     camera_demos = tmp_path / "camera_demos"
     collect("Reach", camera_demos, episodes=2, seed=5, cameras=["front"], image_size=16, progress=False)
     summary = train_residual("Reach", base, recipe, loop, tmp_path / "b", demos=camera_demos, num_envs=2,
-                             eval_num_envs=2, image_size=16, progress=False)
+                             eval_num_envs=2, image_size=16, progress=False, gate={"margin": 0.0, "updates": 8},
+                             episode_steps=8)
     assert summary["env_steps"] == 64 and summary["demo_episodes"] == 2
+    gate = summary["gate"]  # valued by a critic reading the camera too: the residual needs its images
+    assert gate["accept"] == (gate["candidate"] > gate["deployed"] + gate["margin"])
     with EpisodeStore.open(summary["rollouts"]) as store:
         assert tuple(store.schema["obs/image_front"].shape) == (16, 16, 3)
-        if store.num_episodes:
-            assert store.episode(0)["obs/image_front"].max() > 0  # rendered, not blank
+        assert store.num_episodes >= 2 and store.episode(0)["obs/image_front"].max() > 0  # rendered, not blank
     from robot_rl.workflows.candidates import load_candidate
 
     candidate = load_candidate(f"{base}+{summary['checkpoint_dir']}")  # ranked with its camera (tests/eval/test_rank)

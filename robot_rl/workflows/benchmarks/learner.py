@@ -111,14 +111,14 @@ class SB3Learner:
     def __init__(self, replay: EpisodeReplay, obs_dim: int, action_dim: int, hidden_dim: int, batch_size: int,
                  seed: int, device: str = "cpu") -> None:
         from stable_baselines3 import SAC
-        from stable_baselines3.common.logger import configure
+        from stable_baselines3.common.logger import Logger
 
         env = BoxEnv(obs_dim, action_dim)
         size = len(replay)
         self.batch_size = batch_size
         self.model = SAC("MlpPolicy", env, batch_size=batch_size, buffer_size=size + 1, learning_starts=0,
                          policy_kwargs={"net_arch": [hidden_dim, hidden_dim]}, device=device, seed=seed)
-        self.model.set_logger(configure(None, []))
+        self.model.set_logger(Logger(folder=None, output_formats=[]))  # configure() would leave a /tmp/SB3-* folder
         buffer, data = self.model.replay_buffer, replay.sample(size)  # the same transitions on both sides
         buffer.observations[:size] = data["obs"][:, None]
         buffer.next_observations[:size] = data["next_obs"][:, None]

@@ -314,6 +314,8 @@ def test_a_recipe_with_a_camera_trains_on_rendered_images(reach, tmp_path):
     env = candidate.mirror()
     assert env.reset(seed=0)[0]["image_front"].shape == (16, 16, 3)
     env.close()
+    held_out = evaluate_residual("Reach", base, summary["checkpoint_dir"], episodes=2, num_envs=2, seed=9)
+    assert 0.0 <= held_out["success"] <= 1.0  # its mirrors render the camera the residual reads
 
 
 def test_a_trained_base_checkpoint_runs_through_evaluate(reach, capsys):

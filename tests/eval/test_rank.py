@@ -25,6 +25,16 @@ TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
 TINY.append("progress=false")
 
 
+CAMERA = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
+          "evaluator.encoder.feature_dim=4", "baseline.encoder.image_keys=[obs/image_front]"]  # critics with a camera
+
+
+def camera_store(root: Path) -> Path:
+    """Two PushCube episodes with a 12-pixel front camera."""
+    collect("PushCube", root, episodes=2, noise=0.1, seed=0, progress=False, cameras=["front"], image_size=12)
+    return root
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("rank")
@@ -219,11 +229,8 @@ def test_rank_with_a_camera_critic(setup, tmp_path, capsys):
     """`evaluator.encoder.image_keys` gives the critics the store's camera images (the learner's encoder design); the
     blend's own returns query the same critic; a camera the store lacks is a one-line error."""
     root, _, candidates = setup
-    store = tmp_path / "camera_store"
-    collect("PushCube", store, episodes=2, noise=0.1, seed=0, progress=False, cameras=["front"], image_size=12)
-    camera = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
-              "evaluator.encoder.feature_dim=4", "baseline.encoder.image_keys=[obs/image_front]"]
-    code = main(["rank", f"candidates=[{candidates[0]}]", f"data={store}", f"out={tmp_path / 'run'}", *camera, *TINY])
+    store = camera_store(tmp_path / "camera_store")
+    code = main(["rank", f"candidates=[{candidates[0]}]", f"data={store}", f"out={tmp_path / 'run'}", *CAMERA, *TINY])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and np.isfinite(result["candidates"][0]["estimate"])
     with EpisodeStore.open(store, mode="a") as logged:  # an episode of the candidate: the blend queries the critic
@@ -238,7 +245,7 @@ def test_rank_with_a_camera_critic(setup, tmp_path, capsys):
     row = rank_policies([candidates[0]], store, evaluator, out=None, progress=False)["candidates"][0]
     assert len(row["blend_returns"]) == 1 and np.isfinite(row["blend_returns"][0])
     code = main(["rank", f"candidates=[{candidates[0]}]", f"data={root / 'store'}", f"out={tmp_path / 'bad'}",
-                 *camera, *TINY])
+                 *CAMERA, *TINY])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no key 'obs/image_front'" in err, err
 
@@ -291,12 +298,9 @@ def test_a_residual_reading_a_camera_is_ranked_and_rolled_out_with_its_images(se
     with pytest.raises(UserError, match="at the size it was trained on"):
         candidate({**batch, "image_front": np.zeros((1, 8, 8, 3), np.uint8)})
 
-    store = tmp_path / "camera_store"
-    collect("PushCube", store, episodes=2, noise=0.1, seed=0, progress=False, cameras=["front"], image_size=12)
-    camera = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
-              "evaluator.encoder.feature_dim=4", "baseline.encoder.image_keys=[obs/image_front]"]
+    store = camera_store(tmp_path / "camera_store")
     code = main(["rank", f"candidates=[{base},{spec}]", f"data={store}", f"out={tmp_path / 'run'}", "truth=sim",
-                 "truth_episodes=1", *camera, *TINY])
+                 "truth_episodes=1", *CAMERA, *TINY])
     out, err = capsys.readouterr()
     assert code == 0, err
     rows = {row["name"]: row for row in json.loads(out.strip().splitlines()[-1])["candidates"]}

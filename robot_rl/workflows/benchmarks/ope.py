@@ -35,7 +35,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +289,10 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                               int(steer["logged_episodes"]), 0.0, 0.0, drift_threshold, drift_patience, seed, progress)
         keep = None if steer.get("keep") is None else int(steer["keep"])
         # The steering critic compares K alternatives at one state: no proximity weights (they narrow its fit to the
-        # base's own proposal; measured +2.0 points with them vs +3.5 without) and no time limit (steps unknown).
-        critic = replace(evaluator, time_limit=None, proximity=None)
+        # base's own proposal; measured +2.0 points with them vs +3.5 without) and no time limit (steps unknown);
+        # `steer.critic` sizes it (one critic, fitted once: it can be larger than the ranking's).
+        critic = evaluator_config({**asdict(evaluator), "time_limit": None, "proximity": None,
+                                   **dict(steer.get("critic") or {})})
         summary["steering"] = bench_steering(steer_base, steer_data, task, critic, int(steer["k"]), keep,
                                              int(steer["episodes"]), seed, progress)
     ours, fqe = summary["chunked_td"], summary["fqe"]

@@ -19,8 +19,9 @@
    with a few episodes per candidate one draw's ranking is largely luck, so the scores are means over draws.
    `leave_out`: each candidate is valued on the draw without its own episodes, as a policy that never ran would be
    (the evaluator's real use: Monte Carlo then knows nothing, and the critics must carry values across policies).
-5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic fitted for it on its own logged episodes
-   (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted demos, and its success
+5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic (sized by `steer.critic`) fitted for it on its
+   own logged episodes (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted
+   demos, and its success
    rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
 Last stdout line: {"n_policies", "data_draws", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3" (means over
 draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "pessimistic": {...} (chunked TD ranked by its

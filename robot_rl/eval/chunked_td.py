@@ -313,6 +313,13 @@ class ChunkedTDEvaluator:
         return np.asarray(self._q(self.params, features, np.asarray(chunks, np.float32).reshape(rows, -1)))
 
 
+def latest_step(value: np.ndarray, step_ndim: int) -> np.ndarray:
+    """A batch at its latest step: histories (B, n, *step) -> (B, *step); a batch of single steps (B, *step) as given.
+    `step_ndim`: the dimensions of one step (1 for a state vector, 3 for an image)."""
+    value = np.asarray(value)
+    return value[:, -1] if value.ndim == step_ndim + 2 else value
+
+
 def stack(observations: list[np.ndarray | dict[str, np.ndarray]]) -> np.ndarray | dict[str, np.ndarray]:
     """Observations of several batches on a new leading axis (arrays, or dicts of arrays key by key)."""
     if isinstance(observations[0], dict):

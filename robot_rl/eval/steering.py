@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from robot_rl.errors import UserError
-from robot_rl.eval.chunked_td import ChunkedTDEvaluator
+from robot_rl.eval.chunked_td import ChunkedTDEvaluator, latest_step
 
 
 class SteeredPolicy:
@@ -46,10 +46,9 @@ class SteeredPolicy:
         repeated = {key: np.repeat(value, self.k, axis=0) for key, value in obs.items()}
         chunks = np.asarray(self.sample(repeated))  # (B * K, H', A), the K samples of each state in a row
         H = critic.cfg.horizon
-        state = repeated[name]
-        state = state[:, -1] if state[0].size != critic.obs_dim else state
-        inputs = {name: state, **{k: repeated[k][:, -1] if repeated[k].ndim == 5 else repeated[k]  # (B, n, H, W, 3)
-                                  for k in critic.image_names}} if critic.image_keys else state
+        state = latest_step(repeated[name], 1)
+        inputs = {name: state, **{k: latest_step(repeated[k], 3) for k in critic.image_names}} \
+            if critic.image_keys else state
         window = chunks[:, :H]  # the part the critic scores
         scores = critic.q_values(inputs, window).min(axis=0).reshape(batch, self.k)
         if self.keep < self.k:

@@ -46,8 +46,17 @@ class Residual:
         return dict(self.agent.image_shapes)
 
     def __call__(self, obs: Mapping[str, np.ndarray], base: np.ndarray) -> np.ndarray:
-        """Residuals (B, A) for a batch of observations {"state": (B, d), camera: (B, H, W, 3), ...} (or histories
-        with a step axis after the batch axis: the latest step is read) and base actions (B, A)."""
+        """Residuals (B, A) for a batch of observations (see `inputs`) and base actions (B, A)."""
+        return self.act(self.inputs(obs), base)
+
+    def act(self, inputs: np.ndarray | dict[str, np.ndarray], base: np.ndarray) -> np.ndarray:
+        """Residuals (B, A) for what `inputs` made of a batch, and base actions (B, A)."""
+        return self.agent.act(self.state, inputs, base, deterministic=True)
+
+    def inputs(self, obs: Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """What the residual reads of a batch of observations {"state": (B, d), camera: (B, H, W, 3), ...} (or
+        histories with a step axis after the batch axis: the latest step is read), checked."""
+        from robot_rl.eval.chunked_td import latest_step
         from robot_rl.rl.encoder import STATE
         from robot_rl.rl.loop import flat_obs
 
@@ -57,14 +66,13 @@ class Residual:
             raise UserError(f"residual {self.path} reads {missing}, which its caller does not pass (it passes "
                             f"{sorted(obs)}); with cameras set evaluator.encoder.image_keys to "
                             f"{['obs/' + k for k in self.agent.image_keys]}")
-        latest = {key: (np.asarray(obs[key])[:, -1] if np.ndim(obs[key]) == 2 + dims else np.asarray(obs[key]))
-                  for key, dims in wanted.items()}
+        latest = {key: latest_step(obs[key], dims) for key, dims in wanted.items()}
         latest[STATE] = latest[STATE].reshape(len(latest[STATE]), -1)
         for key, shape in self.agent.image_shapes.items():
             if latest[key].shape[1:] != shape:
                 raise UserError(f"residual {self.path} reads {key} at {shape}, given {latest[key].shape[1:]}; "
                                 "give the images at the size it was trained on (the mirror's image_size)")
-        return self.agent.act(self.state, flat_obs(latest, STATE, self.agent.image_keys), base, deterministic=True)
+        return flat_obs(latest, STATE, self.agent.image_keys)
 
 
 def load_residual(path: str | Path) -> Residual:
@@ -126,25 +134,23 @@ class Candidate:
         if self.residual is not None:
             from robot_rl.rl.residual import compose_action
 
+            inputs = self.residual.inputs(obs)  # the chunk's first state, for every step of it
             for k in range(chunks.shape[1]):
-                chunks[:, k] = compose_action(chunks[:, k], self.residual(obs, chunks[:, k]))
+                chunks[:, k] = compose_action(chunks[:, k], self.residual.act(inputs, chunks[:, k]))
         return chunks.astype(np.float32)
 
     def mirror(self, task: str | None = None, variant: str | Mapping[str, Any] = "nominal") -> Any:
         """A mirror env (of `task`, default the base's) rendering every camera the base and the residual read, at the
         size they read it."""
-        from robot_rl.workflows.collect import make_task_env
+        from robot_rl.workflows.collect import make_task_env, mirror_cameras
 
-        sizes = {key: tuple(self.spec.obs_shapes[key][:2]) for key in self.spec.image_keys()}
+        shapes = {key: self.spec.obs_shapes[key] for key in self.spec.image_keys()}
         for key, shape in (self.residual.image_shapes if self.residual is not None else {}).items():
-            if sizes.setdefault(key, tuple(shape[:2])) != tuple(shape[:2]):
-                raise UserError(f"candidate {self.name}: the base reads {key} at {sizes[key]}, the residual at "
-                                f"{tuple(shape[:2])}; a mirror renders one size: pair a residual with its base")
-        if len(set(sizes.values())) > 1:
-            raise UserError(f"candidate {self.name} reads cameras at several sizes {sizes}; a mirror renders one")
-        cameras = [key.removeprefix("image_") for key in sizes]
-        return make_task_env(task or self.spec.task, variant, cameras or None,
-                             next(iter(sizes.values())) if sizes else None, None)
+            if tuple(shapes.setdefault(key, shape)) != tuple(shape):
+                raise UserError(f"candidate {self.name}: the base reads {key} at {tuple(shapes[key])}, the residual "
+                                f"at {tuple(shape)}; a mirror renders one size: pair a residual with its base")
+        cameras = mirror_cameras(shapes, f"candidate {self.name}")
+        return make_task_env(task or self.spec.task, variant, cameras.get("cameras"), cameras.get("image_size"), None)
 
     def actor(self, mode: str = "open_loop") -> StepActor:
         return StepActor(self, mode)

@@ -135,6 +135,18 @@ def make_task_env(task: str, variant: str | Mapping[str, Any], cameras: Sequence
     return sim.make_env(task, variant=variant, **settings)
 
 
+def mirror_cameras(image_shapes: Mapping[str, Sequence[int]], owner: str) -> dict[str, Any]:
+    """`sim.make_env` / `make_vec_env` keyword arguments that render the cameras of `image_shapes`
+    {"image_<camera>": (H, W, 3)} at their size ({} without cameras). A mirror renders one size: sizes that differ are
+    a UserError naming `owner`."""
+    sizes = {key: tuple(int(n) for n in shape[:2]) for key, shape in image_shapes.items()}
+    if len(set(sizes.values())) > 1:
+        raise UserError(f"{owner} reads cameras at several sizes {sizes}; a mirror renders one size")
+    if not sizes:
+        return {}
+    return {"cameras": tuple(key.removeprefix("image_") for key in sizes), "image_size": next(iter(sizes.values()))}
+
+
 def task_settings(task_cfg: DictConfig) -> dict[str, Any]:
     """The task group of a composed config as make_env keyword arguments (without `name`)."""
     settings = OmegaConf.to_container(task_cfg, resolve=True)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import sim
 from robot_rl.errors import UserError
-from robot_rl.workflows.collect import EpisodeRecorder, make_task_env, task_settings, variant_params
+from robot_rl.workflows.collect import EpisodeRecorder, make_task_env, mirror_cameras, task_settings, variant_params
 
 
 @dataclass
@@ -184,9 +184,8 @@ def _checkpoint_env(path: str, task: str | None, variant: str | Mapping[str, Any
     task = task or spec.task
     if not task:
         raise UserError(f"{path} does not record its task; give task=NAME")
-    cameras = [key.removeprefix("image_") for key in spec.image_keys()]
-    image_size = tuple(spec.obs_shapes[f"image_{cameras[0]}"][:2]) if cameras else None
-    env = make_task_env(task, variant, cameras, image_size, task_settings)
+    cameras = mirror_cameras({key: spec.obs_shapes[key] for key in spec.image_keys()}, path)
+    env = make_task_env(task, variant, cameras.get("cameras", ()), cameras.get("image_size"), task_settings)
     obs_shapes = {key: shape for key, (shape, _) in env.robot.obs_spec.items() if key in spec.obs_keys}
     spec.check_matches(task=task, action_dim=env.robot.action_dim, obs_shapes=obs_shapes, source=path)
     if abs(spec.rate_hz - env.robot.control_hz) > 1e-6:

@@ -481,13 +481,12 @@ def evaluate_residual(task: str, base: str | Path | ExpertSpec | None, residual:
     best checkpoint scores what its evaluation did; on another seed, held out."""
     import sim
     from robot_rl.workflows.candidates import load_residual
+    from robot_rl.workflows.collect import mirror_cameras
 
     actor = load_residual(residual) if residual is not None else None  # a bad path fails before any env exists
     agent, state = (actor.agent, actor.state) if actor is not None else (None, None)
-    shapes = list(actor.image_shapes.items()) if actor is not None else []  # a camera recipe's mirror renders them
-    cameras = {"cameras": tuple(k.removeprefix("image_") for k, _ in shapes),
-               "image_size": tuple(shapes[0][1][:2])} if shapes else {}
-    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)
+    cameras = mirror_cameras(actor.image_shapes, f"residual {residual}") if actor is not None else {}
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras)  # what the residual reads
     try:
         base_fn = load_base(base, task, num_envs, n_action_steps) if base is not None else None
         return evaluate(envs, episodes, base_fn, agent, state, obs_key=OBS_KEY, seed=seed)

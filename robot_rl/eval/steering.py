@@ -46,9 +46,9 @@ class SteeredPolicy:
         repeated = {key: np.repeat(value, self.k, axis=0) for key, value in obs.items()}
         chunks = np.asarray(self.sample(repeated))  # (B * K, H', A), the K samples of each state in a row
         H = critic.cfg.horizon
-        state = latest_step(repeated[name], 1)
-        inputs = {name: state, **{k: latest_step(repeated[k], 3) for k in critic.image_names}} \
-            if critic.image_keys else state
+        inputs = latest_step(repeated[name], 1)
+        if critic.image_keys:
+            inputs = {name: inputs, **{k: latest_step(repeated[k], 3) for k in critic.image_names}}
         window = chunks[:, :H]  # the part the critic scores
         scores = critic.q_values(inputs, window).min(axis=0).reshape(batch, self.k)
         if self.keep < self.k:

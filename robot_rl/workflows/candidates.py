@@ -150,7 +150,8 @@ class Candidate:
                 raise UserError(f"candidate {self.name}: the base reads {key} at {tuple(shapes[key])}, the residual "
                                 f"at {tuple(shape)}; a mirror renders one size: pair a residual with its base")
         cameras = mirror_cameras(shapes, f"candidate {self.name}")
-        return make_task_env(task or self.spec.task, variant, cameras.get("cameras"), cameras.get("image_size"), None)
+        return make_task_env(task or self.spec.task, variant, cameras.get("cameras", ()), cameras.get("image_size"),
+                             None)
 
     def actor(self, mode: str = "open_loop") -> StepActor:
         return StepActor(self, mode)

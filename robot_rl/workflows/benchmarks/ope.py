@@ -21,8 +21,8 @@
    (the evaluator's real use: Monte Carlo then knows nothing, and the critics must carry values across policies).
 5. Steering: a stochastic diffusion base (`steer.*`), a chunked-TD critic (sized by `steer.critic`) fitted for it on its
    own logged episodes (`steer.logged_episodes`, no added noise: its samples are its exploration) with the scripted
-   demos, and its success
-   rate with and without best-of-K steering (among the `steer.keep` most typical samples), on the same initial states.
+   demos, and its success rate with and without best-of-K steering (among the `steer.keep` most typical samples), on
+   the same initial states.
 Last stdout line: {"n_policies", "data_draws", "chunked_td": {"spearman", "regret_at_1", "sharpe_at_3" (means over
 draws), "per_draw": {same keys: lists}}, "fqe": {...}, "mc": {...}, "pessimistic": {...} (chunked TD ranked by its
 ensemble minimum, the value the deployment gate compares), "blend": {...}, "steering": {...}, "targets_met"}. Full

@@ -190,7 +190,7 @@ def _build(cls: type, values: dict[str, Any], where: str):
 
 def load_recipe(name: str, **overrides: Any) -> AgentConfig:
     """Read `configs/residual/<name>.yaml` (without Hydra, for tests and plain Python callers)."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -198,9 +198,13 @@ def load_recipe(name: str, **overrides: Any) -> AgentConfig:
         raise UserError(f"unknown residual recipe {name!r}; choose one of: {choices}")
     values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     for key, value in overrides.items():
+        if isinstance(value, DictConfig):  # Hydra's `+overrides.critic.hidden_dim=256` arrives nested
+            value = OmegaConf.to_container(value, resolve=True)
         head, _, tail = key.partition(".")
         if tail:
             values.setdefault(head, {})[tail] = value
+        elif isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}  # one key of a group changes, the rest stay the recipe's
         else:
             values[key] = value
     return AgentConfig.from_dict(values)

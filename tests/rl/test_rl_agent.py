@@ -238,3 +238,19 @@ def test_backup_entropy_decides_whether_the_temperature_enters_the_target(backup
         assert np.abs(hot - cold).mean() > 0.01
     else:
         np.testing.assert_array_equal(hot, cold)
+
+
+def test_a_nested_recipe_override_changes_one_key_and_keeps_the_rest():
+    """Hydra hands `+overrides.critic.hidden_dim=256` over as a nested mapping: the critic's other keys (categorical,
+    bins) stay the recipe's."""
+    from omegaconf import OmegaConf
+
+    from robot_rl.rl.config import load_recipe
+
+    overrides = OmegaConf.create({"critic": {"hidden_dim": 256}, "actor.hidden_dim": 64})
+    cfg = load_recipe("ours", **dict(overrides))
+    base = load_recipe("ours")
+    assert (cfg.critic.hidden_dim, cfg.actor.hidden_dim) == (256, 64)
+    assert (cfg.critic.categorical, cfg.critic.num_bins) == (base.critic.categorical, base.critic.num_bins)
+    with pytest.raises(UserError, match="unknown critic key"):
+        load_recipe("ours", critic={"width": 256})

@@ -189,7 +189,8 @@ def _build(cls: type, values: dict[str, Any], where: str):
 
 
 def load_recipe(name: str, **overrides: Any) -> AgentConfig:
-    """Read `configs/residual/<name>.yaml` (without Hydra, for tests and plain Python callers)."""
+    """Read `configs/residual/<name>.yaml` (without Hydra, for tests and plain Python callers). An override is a
+    top-level key, a dotted one (`critic.hidden_dim`) or a group mapping merged into the recipe's group key by key."""
     from omegaconf import DictConfig, OmegaConf
 
     path = RECIPE_DIR / f"{name}.yaml"

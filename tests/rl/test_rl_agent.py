@@ -3,11 +3,13 @@
 import jax
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from rl_helpers import ACTION_DIM, OBS_DIM, random_batch, td3_recipe, tiny_recipe
 
 from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.rl.agent import ResidualAgent, as_key
+from robot_rl.rl.config import load_recipe
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
 from robot_rl.rl.residual import compose_action
 
@@ -243,10 +245,6 @@ def test_backup_entropy_decides_whether_the_temperature_enters_the_target(backup
 def test_a_nested_recipe_override_changes_one_key_and_keeps_the_rest():
     """Hydra hands `+overrides.critic.hidden_dim=256` over as a nested mapping: the critic's other keys (categorical,
     bins) stay the recipe's."""
-    from omegaconf import OmegaConf
-
-    from robot_rl.rl.config import load_recipe
-
     overrides = OmegaConf.create({"critic": {"hidden_dim": 256}, "actor.hidden_dim": 64})
     cfg = load_recipe("ours", **dict(overrides))
     base = load_recipe("ours")

@@ -191,21 +191,14 @@ def _build(cls: type, values: dict[str, Any], where: str):
 def load_recipe(name: str, **overrides: Any) -> AgentConfig:
     """Read `configs/residual/<name>.yaml` (without Hydra, for tests and plain Python callers). An override is a
     top-level key, a dotted one (`critic.hidden_dim`) or a group mapping merged into the recipe's group key by key."""
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.is_file():
         choices = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
         raise UserError(f"unknown residual recipe {name!r}; choose one of: {choices}")
-    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    for key, value in overrides.items():
-        if isinstance(value, DictConfig):  # Hydra's `+overrides.critic.hidden_dim=256` arrives nested
-            value = OmegaConf.to_container(value, resolve=True)
-        head, _, tail = key.partition(".")
-        if tail:
-            values.setdefault(head, {})[tail] = value
-        elif isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}  # one key of a group changes, the rest stay the recipe's
-        else:
-            values[key] = value
+    recipe = OmegaConf.load(path)
+    for key, value in overrides.items():  # Hydra's `+overrides.critic.hidden_dim=256` arrives as a nested mapping
+        OmegaConf.update(recipe, key, value, merge=True)
+    values = OmegaConf.to_container(recipe, resolve=True)
     return AgentConfig.from_dict(values)

@@ -201,11 +201,12 @@ class ResidualAgent:
         x = jnp.concatenate([obs, base], axis=-1) if self.cfg.enabled else obs
         return self.actor_net.apply({"params": actor_params}, x)
 
-    def sample_residual(self, actor_params: Any, obs: jax.Array, base: jax.Array,
-                        key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """SAC: residual = scale * tanh(u), u ~ N(mean, std); log-prob of the normalized residual tanh(u)."""
+    def sample_residual(self, actor_params: Any, obs: jax.Array, base: jax.Array, key: jax.Array,
+                        noise: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """SAC: residual = scale * tanh(u), u = mean + std * noise, noise ~ N(0, 1) drawn from `key` unless given
+        (`noise_correlation`); log-prob of the normalized residual tanh(u)."""
         mean, log_std = self.policy(actor_params, obs, base)
-        noise = jax.random.normal(key, mean.shape)
+        noise = jax.random.normal(key, mean.shape) if noise is None else noise
         u = mean + jnp.exp(log_std) * noise
         logp = jnp.sum(-0.5 * noise**2 - log_std - 0.5 * math.log(2 * math.pi) - tanh_log_det(u), axis=-1)
         return self.scale * jnp.tanh(u), logp
@@ -215,35 +216,41 @@ class ResidualAgent:
         return self.scale * jnp.tanh(mean)
 
     def noisy_residual(self, actor_params: Any, obs: jax.Array, base: jax.Array, key: jax.Array, std: float,
-                       clip: float) -> jax.Array:
-        """TD3: deterministic residual plus clipped Gaussian noise, kept inside the residual box."""
+                       clip: float, noise: jax.Array | None = None) -> jax.Array:
+        """TD3: deterministic residual plus clipped Gaussian noise (std * N(0, 1), drawn from `key` unless the unit
+        noise is given), kept inside the residual box."""
         mean, _ = self.policy(actor_params, obs, base)
-        noise = jnp.clip(std * jax.random.normal(key, mean.shape), -clip, clip)
+        noise = jax.random.normal(key, mean.shape) if noise is None else noise
+        noise = jnp.clip(std * noise, -clip, clip)
         return self.scale * jnp.clip(jnp.tanh(mean) + noise, -1.0, 1.0)
 
     @partial(jax.jit, static_argnums=0, static_argnames="deterministic")
     def _act(self, actor_params: Any, obs: jax.Array, base: jax.Array, key: jax.Array, step: jax.Array,
-             deterministic: bool, critic_params: Any = None) -> jax.Array:
+             deterministic: bool, critic_params: Any = None, noise: jax.Array | None = None) -> jax.Array:
         obs = self.encode(critic_params, obs)  # no augmentation when acting
         if deterministic:
             return self.deterministic_residual(actor_params, obs, base)
         key = jax.random.fold_in(as_key(key), step)
         if self.cfg.algo == "td3":
-            return self.noisy_residual(actor_params, obs, base, key, self.cfg.explore_std, 2.0 * self.cfg.explore_std)
-        return self.sample_residual(actor_params, obs, base, key)[0]
+            return self.noisy_residual(actor_params, obs, base, key, self.cfg.explore_std, 2.0 * self.cfg.explore_std,
+                                       noise)
+        return self.sample_residual(actor_params, obs, base, key, noise)[0]
 
     def act(self, state: TrainState, obs: np.ndarray | dict[str, np.ndarray], base: np.ndarray | None,
-            key: jax.Array | None = None, step: int = 0, deterministic: bool = False) -> np.ndarray:
+            key: jax.Array | None = None, step: int = 0, deterministic: bool = False,
+            noise: np.ndarray | None = None) -> np.ndarray:
         """Residual (action units) for a batch of observations (a dict with cameras); NumPy in, NumPy out.
-        `key` + `step` seed the noise."""
+        `key` + `step` seed the noise; `noise` (rows, action_dim), unit Gaussian, replaces it (correlated
+        exploration, `ExplorationNoise`)."""
         obs = self.as_obs(obs)
         rows = (obs[STATE] if self.image_keys else obs).shape[0]
         base = np.zeros((rows, self.action_dim), np.float32) if base is None else np.asarray(base, np.float32)
         key = state.key if key is None else key
+        noise = None if noise is None else np.asarray(noise, np.float32)
         if not self.image_keys:
-            return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic))
+            return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic, noise=noise))
         return np.asarray(self._act(state.actor, obs, base, key, step, deterministic=deterministic,
-                                    critic_params=state.critic))
+                                    critic_params=state.critic, noise=noise))
 
     def as_obs(self, obs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """A float32 array, or with cameras a dict of the float32 state and the uint8 images the encoder reads."""

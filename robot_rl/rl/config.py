@@ -59,6 +59,12 @@ class AgentConfig:
     enabled: bool = True  # False: plain RL from scratch on the same code (no base policy, scale 1)
     scale: float = 0.1
     progressive_steps: int = 0  # Policy Decorator: apply the residual with prob min(step / this, 1); 0 = always
+    # exploration noise correlated across an episode's steps: the unit Gaussian behind each sampled residual follows
+    # eps_t = rho * eps_{t-1} + sqrt(1 - rho^2) * N(0, 1), so each step's action distribution is the policy's own and
+    # only its course in time changes (off-policy learning reads the executed actions). 0: independent steps (SAC as
+    # published); ~0.9: deviations last ~10 steps, so a small per-step noise can carry the arm measurably off the
+    # base's path
+    noise_correlation: float = 0.0
     # networks
     bounded: bool = True  # ablation switch: False = plain MLP + LayerNorm, no weight projection
     actor: NetworkConfig = field(default_factory=NetworkConfig)
@@ -141,6 +147,8 @@ class AgentConfig:
     def validate(self) -> None:
         checks = [
             (self.algo in ("sac", "td3"), f"algo={self.algo!r}; use sac or td3"),
+            (0.0 <= self.noise_correlation < 1.0,
+             f"noise_correlation={self.noise_correlation}; use an AR(1) coefficient in [0, 1)"),
             (self.critic_input in ("action", "base_residual"),
              f"critic_input={self.critic_input!r}; use action or base_residual"),
             (self.residual_clip > 0, f"residual_clip={self.residual_clip}; use a positive clip"),

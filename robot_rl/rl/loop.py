@@ -25,7 +25,7 @@ from robot_rl.rl.checkpoint import latest_checkpoint, load_checkpoint, read_chec
 from robot_rl.rl.config import AgentConfig
 from robot_rl.rl.encoder import STATE
 from robot_rl.rl.replay import EpisodeCallback, EpisodeReplay, replay_spec
-from robot_rl.rl.residual import compose_action, progressive_mask
+from robot_rl.rl.residual import ExplorationNoise, compose_action, progressive_mask
 from robot_rl.rl.reward_scaling import ReturnScaler
 
 BasePolicy = Callable[[Any], np.ndarray]
@@ -261,6 +261,7 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
     no_intervention, no_human = np.zeros(num_envs, bool), np.full((num_envs, action_dim), np.nan, np.float32)
     if supervisor is not None:
         supervisor.reset(np.ones(num_envs, bool))
+    noise = ExplorationNoise(rng, num_envs, action_dim, cfg.noise_correlation) if cfg.noise_correlation > 0 else None
     window_steps = window_taken = takeover_steps = 0
     for it in range(start_iter, iterations):
         env_steps = it * num_envs
@@ -269,7 +270,7 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         if env_steps < cfg.warmup_steps:
             residual = rng.uniform(-cfg.warmup_noise, cfg.warmup_noise, (num_envs, action_dim)).astype(np.float32)
         else:
-            residual = agent.act(state, agent_obs, base_action, act_key, it)
+            residual = agent.act(state, agent_obs, base_action, act_key, it, noise=None if noise is None else noise())
             residual = residual * progressive_mask(rng, num_envs, env_steps, cfg.progressive_steps)
         proposal = compose_action(base_action, residual)
         human, taken = supervisor(obs, proposal) if supervisor is not None else (no_human, no_intervention)
@@ -286,6 +287,8 @@ def train(envs: gym.Env | gym.vector.VectorEnv, cfg: AgentConfig, loop: LoopConf
         reset_base(base, done)
         if supervisor is not None:
             supervisor.reset(done)
+        if noise is not None:
+            noise.reset(done)
         scaler.update(reward, done)
         obs, base_action = next_obs, base_actions(base, next_obs, num_envs, action_dim)
 

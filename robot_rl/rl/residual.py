@@ -24,3 +24,25 @@ def progressive_mask(rng: np.random.Generator, num_envs: int, step: int, progres
     """Per-env 0/1 multipliers for the residual at this step."""
     p = residual_probability(step, progressive_steps)
     return (rng.random(num_envs) < p).astype(np.float32)[:, None]
+
+
+class ExplorationNoise:
+    """Per-env unit Gaussian noise for acting, AR(1)-correlated across each episode's steps: eps_t = rho * eps_{t-1}
+    + sqrt(1 - rho^2) * N(0, 1) (`AgentConfig.noise_correlation`), so every step's marginal is N(0, 1) and the policy's
+    action distribution at a step is unchanged; a new episode starts from a fresh draw."""
+
+    def __init__(self, rng: np.random.Generator, num_envs: int, action_dim: int, rho: float):
+        self.rng, self.rho = rng, rho
+        self.eps = rng.standard_normal((num_envs, action_dim)).astype(np.float32)
+
+    def __call__(self) -> np.ndarray:
+        """This step's noise; the next call moves every env one step on."""
+        out = self.eps.copy()
+        fresh = self.rng.standard_normal(self.eps.shape).astype(np.float32)
+        self.eps = (self.rho * self.eps + np.sqrt(1.0 - self.rho ** 2) * fresh).astype(np.float32)
+        return out
+
+    def reset(self, mask: np.ndarray) -> None:
+        """Fresh noise for the envs whose episodes ended."""
+        mask = np.asarray(mask, bool)
+        self.eps[mask] = self.rng.standard_normal((int(mask.sum()), self.eps.shape[1])).astype(np.float32)

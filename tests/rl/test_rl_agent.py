@@ -8,10 +8,10 @@ from rl_helpers import ACTION_DIM, OBS_DIM, random_batch, td3_recipe, tiny_recip
 
 from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
-from robot_rl.rl.agent import ResidualAgent, as_key
+from robot_rl.rl.agent import ResidualAgent, as_key, new_key
 from robot_rl.rl.config import load_recipe
 from robot_rl.rl.replay import EpisodeReplay, replay_spec
-from robot_rl.rl.residual import compose_action
+from robot_rl.rl.residual import ExplorationNoise, compose_action
 
 
 def as_numpy(tree):
@@ -39,6 +39,48 @@ def test_zero_residual_reproduces_base_exactly(agent):
     np.testing.assert_array_equal(compose_action(base, residual), base)
     # exploration noise is there when asked for, so the zero above is the zero-initialized head, not a dead actor
     assert np.abs(agent.act(state, obs, base, step=1)).max() > 0.01
+
+
+def test_given_noise_replaces_the_drawn_noise(agent):
+    """`act(noise=...)` is the policy's own sample with that unit noise: zero noise gives the mean action, the same
+    noise the same residual whatever the key, and the residual is scale * tanh(mean + std * noise)."""
+    state = agent.init(3)
+    rng = np.random.default_rng(1)
+    obs, base = rng.normal(size=(32, OBS_DIM)).astype(np.float32), np.zeros((32, ACTION_DIM), np.float32)
+    noise = rng.standard_normal((32, ACTION_DIM)).astype(np.float32)
+    np.testing.assert_allclose(agent.act(state, obs, base, step=1, noise=np.zeros_like(noise)),
+                               agent.act(state, obs, base, deterministic=True), atol=1e-7)
+    a = agent.act(state, obs, base, new_key(1), step=1, noise=noise)
+    np.testing.assert_array_equal(a, agent.act(state, obs, base, new_key(2), step=7, noise=noise))
+    mean, log_std = agent.policy(state.actor, agent.as_obs(obs), base)
+    expected = agent.scale * np.tanh(np.asarray(mean) + np.exp(np.asarray(log_std)) * noise)
+    np.testing.assert_allclose(a, expected, atol=1e-6)
+    assert np.abs(a).max() > 0.01
+
+
+def test_exploration_noise_keeps_unit_variance_and_the_asked_correlation():
+    rho, steps = 0.9, 400
+    noise = ExplorationNoise(np.random.default_rng(0), num_envs=500, action_dim=2, rho=rho)
+    draws = np.stack([noise() for _ in range(steps)])  # (steps, envs, dims)
+    assert abs(draws.std() - 1.0) < 0.02  # every step's marginal stays N(0, 1): the policy's own spread
+    lag1 = np.mean(draws[1:] * draws[:-1]) / np.mean(draws ** 2)
+    assert abs(lag1 - rho) < 0.02
+    # a new episode starts afresh: envs reset between two steps lose the correlation, the others keep it
+    before = noise()
+    mask = np.arange(500) < 250
+    noise.reset(mask)
+    after = noise()
+    assert abs(np.mean(before[mask] * after[mask])) < 0.1
+    assert np.mean(before[~mask] * after[~mask]) > 0.7
+    # and the independent case is what SAC draws: no correlation from step to step
+    iid = ExplorationNoise(np.random.default_rng(1), num_envs=500, action_dim=2, rho=0.0)
+    a, b = iid(), iid()
+    assert abs(np.mean(a * b)) < 0.05
+
+
+def test_noise_correlation_must_be_below_one():
+    with pytest.raises(UserError, match="noise_correlation"):
+        tiny_recipe(noise_correlation=1.0)
 
 
 def test_n_step_targets_match_hand_computation():

@@ -47,7 +47,7 @@ from robot_rl.rl.checkpoint import (  # noqa: E402
     sha256_hex,
 )
 from robot_rl.rl.config import load_recipe  # noqa: E402
-from robot_rl.rl.replay import agent_batch, apply_recipe, n_step_sampler  # noqa: E402
+from robot_rl.rl.replay import agent_batch, n_step_sampler, shape_rewards  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class LearnerNode(Node):
             raise UserError(f"node {self.name!r}: the store has no flat {self.p.obs_key!r}; set obs_key")
         keys = [self.p.obs_key, "action", "base_action", "reward", "terminated", "intervention"]
         self.cache = ReplayCache.for_store(self.store, self.p.capacity, keys)
-        apply_recipe(self.cache, self.cfg)
+        shape_rewards(self.cache, self.cfg)
         self.sampler = n_step_sampler(self.cache, self.cfg, self.p.obs_key, self.p.seed)
         if self.version:  # a restarted learner re-announces its newest version (latched for late actors)
             path = weights_path(self.weights_dir, self.version)

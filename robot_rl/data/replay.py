@@ -37,8 +37,7 @@ class ReplayCache:
     Per slot it keeps the step arrays (the chosen keys), `steps_left` (steps to the end of its episode, itself
     included), `ends_terminal` (the episode ended by termination), `group` (index into GROUPS) and `valid`.
     `reward_fn(steps)`, when set, gives the rewards to cache for an added episode (a learner's reward shaping, e.g.
-    RLIF's takeover penalty); the store keeps the rewards as recorded. `demo_side_fn(steps)`, when set and true,
-    puts a whole added episode in the demo group (a learner's own successes, `AgentConfig.successes_to_demo`).
+    RLIF's takeover penalty); the store keeps the rewards as recorded.
     """
 
     def __init__(self, capacity: int, spec: dict[str, tuple[tuple[int, ...], np.dtype]]):
@@ -60,7 +59,6 @@ class ReplayCache:
         self._head = 0
         self._synced_episodes = 0  # store episodes already pulled by `sync`
         self.reward_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
-        self.demo_side_fn: Callable[[dict[str, np.ndarray]], bool] | None = None
 
     @classmethod
     def for_store(cls, store, capacity: int, keys: list[str] | None = None) -> ReplayCache:
@@ -111,8 +109,7 @@ class ReplayCache:
         self.steps_left[start:stop] = np.arange(length, 0, -1)
         self.step[start:stop] = np.arange(length)
         self.ends_terminal[start:stop] = bool(np.asarray(steps["terminated"])[-1])
-        demo_side = source in DEMO_SOURCES or (self.demo_side_fn is not None and self.demo_side_fn(steps))
-        group = np.full(length, GROUPS.index("demo" if demo_side else "online"), np.int8)
+        group = np.full(length, GROUPS.index("demo" if source in DEMO_SOURCES else "online"), np.int8)
         if "intervention" in steps:
             group[np.asarray(steps["intervention"], bool)] = GROUPS.index("demo")
         self.group[start:stop] = group

@@ -109,9 +109,6 @@ class AgentConfig:
     # target being the correction the demonstrator made, (action - base) / scale clipped to [-1, 1]: where a person
     # (or the scripted expert) acted, the residual is pulled their way, as far as `scale` allows
     bc_weight: float = 0.0
-    # the policy's own successful episodes (ended by termination with a positive return) join the demo side, so a
-    # batch's demo share holds what worked lately as well as the demonstrations (self-imitation data, no extra loss)
-    successes_to_demo: bool = False
     # actor loss + residual_l2 * mean over all rows of |residual / scale|^2 (the residual the actor samples): holds the
     # residual's mean and its spread near the base unless the critic's gradient is consistently stronger. SAC's
     # temperature only bounds the entropy from below; where the critic has seen no larger residuals (a base that

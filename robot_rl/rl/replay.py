@@ -2,9 +2,8 @@
 
 The simulation loop and the live learner share this path: the loop gathers each vector env's steps until its episode
 ends and adds the whole episode to the cache (the live learner adds the store's committed episodes instead), and both
-draw demo/online-mixed n-step batches through `agent_batch`. Demos and intervened steps are the demo group (with
-`AgentConfig.successes_to_demo`, the policy's successful episodes too); the policy's own steps the online group
-(`AgentConfig.demo_fraction` sets the split).
+draw demo/online-mixed n-step batches through `agent_batch`. Demos and intervened steps are the demo group; the
+policy's own steps the online group (`AgentConfig.demo_fraction` sets the split).
 
 An episode that ended at a time limit stored no observation after its last step, so that step never starts a
 transition (the sampler's convention); every other step bootstraps from the step n later, as on the robot.
@@ -68,18 +67,10 @@ def takeover_rewards(steps: Mapping[str, np.ndarray], penalty: float) -> np.ndar
     return reward
 
 
-def succeeded(steps: Mapping[str, np.ndarray]) -> bool:
-    """The episode ended by termination with a positive return (the sim tasks' success: reward 1, terminated)."""
-    return bool(np.asarray(steps["terminated"])[-1]) and float(np.sum(steps["reward"])) > 0
-
-
-def apply_recipe(cache: ReplayCache, cfg: AgentConfig) -> None:
-    """Make `cache` store the recipe's rewards and groups for every episode added from now on: the takeover penalty
-    and the own successes on the demo side, where the recipe sets them."""
+def shape_rewards(cache: ReplayCache, cfg: AgentConfig) -> None:
+    """Make `cache` store the recipe's rewards for every episode added from now on (the takeover penalty, if set)."""
     if cfg.takeover_penalty > 0:
         cache.reward_fn = functools.partial(takeover_rewards, penalty=cfg.takeover_penalty)
-    if cfg.successes_to_demo:
-        cache.demo_side_fn = succeeded
 
 
 def n_step_sampler(cache: ReplayCache, cfg: AgentConfig, obs_key: str, seed: int) -> NStepSampler:
@@ -107,7 +98,7 @@ class EpisodeReplay:
         if missing:
             raise UserError(f"the replay cache lacks the camera key(s) {missing} the recipe reads; build it with "
                             "replay_spec(..., image_shapes={key: (H, W, 3)})")
-        apply_recipe(cache, cfg)
+        shape_rewards(cache, cfg)
         self.sampler = n_step_sampler(cache, cfg, self.OBS, seed)
         self.pending: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
         self.online_episodes = 0

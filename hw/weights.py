@@ -35,6 +35,7 @@ from robot_rl.files import write_atomic, write_json  # noqa: E402
 from robot_rl.rl.agent import ResidualAgent  # noqa: E402
 from robot_rl.rl.checkpoint import sha256_hex  # noqa: E402
 from robot_rl.rl.config import AgentConfig  # noqa: E402
+from robot_rl.rl.residual import ExplorationNoise  # noqa: E402
 
 FORMAT = "robot_rl.residual_weights"
 
@@ -151,7 +152,7 @@ def run_jax_inline() -> None:
 def _residual_fns(agent: ResidualAgent) -> tuple[Callable, Callable]:
     """Jitted residual functions, one compilation per agent config (versions of the same learner share it)."""
     deterministic = jax.jit(lambda p, o, b: agent.deterministic_residual(p, o, b))
-    sample = jax.jit(lambda p, o, b, key, step: agent.sample_residual(p, o, b, jax.random.fold_in(key, step))[0])
+    sample = jax.jit(lambda p, o, b, noise: agent.sample_residual(p, o, b, None, noise)[0])
     return deterministic, sample
 
 
@@ -162,8 +163,8 @@ class ResidualPolicy:
     def __init__(self, weights: ResidualWeights, stochastic: bool = False, seed: int = 0):
         self.weights, self.stochastic = weights, stochastic
         self._deterministic, self._sample = _residual_fns(weights.agent)
-        self._key = jax.random.PRNGKey(seed)
-        self._step = 0
+        agent = weights.agent  # the recipe's exploration noise, correlated across steps as in simulation
+        self._noise = ExplorationNoise(np.random.default_rng(seed), 1, agent.action_dim, agent.cfg.noise_correlation)
 
     @property
     def version(self) -> int:
@@ -173,8 +174,7 @@ class ResidualPolicy:
         obs = np.asarray(state, np.float32)[None]
         b = np.asarray(base, np.float32)[None]
         if self.stochastic:
-            self._step += 1
-            out = self._sample(self.weights.params, obs, b, self._key, self._step)
+            out = self._sample(self.weights.params, obs, b, self._noise())
         else:
             out = self._deterministic(self.weights.params, obs, b)
         return np.asarray(out, np.float64)[0]
@@ -182,7 +182,11 @@ class ResidualPolicy:
     def warm_up(self) -> None:
         """Compile before the swap, so the first control step on new weights is as fast as the others."""
         self(np.zeros(self.weights.agent.obs_dim), np.zeros(self.weights.agent.action_dim))
-        self._step = 0
+        self.new_episode()
+
+    def new_episode(self) -> None:
+        """A fresh start for the exploration noise (the actor calls this when an episode starts)."""
+        self._noise.reset(np.ones(1, bool))
 
 
 Gate = Callable[[Announcement, ResidualWeights], bool]

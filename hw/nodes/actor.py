@@ -192,6 +192,8 @@ class ActorNode(Node):
             self.counts["malformed_events"] += 1
         elif event["event"] == "start":
             self.scheduler.reset()
+            if self.residual is not None:
+                self.residual.new_episode()
             self.counts["episodes"] += 1
 
     def _on_weights(self, msg: String) -> None:

@@ -85,9 +85,11 @@ class Rig:
         self.nodes.clear()
 
 
-def tiny_weights(directory, version: int, mean_bias: float, obs_dim: int = STATE_DIM, action_dim: int = N):
+def tiny_weights(directory, version: int, mean_bias: float, obs_dim: int = STATE_DIM, action_dim: int = N,
+                 overrides: tuple[str, ...] = ()):
     """Residual weights whose deterministic residual is `scale * tanh(mean_bias)` on every joint, whatever the
-    observation (the mean head's kernel is zero): an output a test can predict exactly. No compilation needed."""
+    observation (the mean head's kernel is zero): an output a test can predict exactly. No compilation needed.
+    `overrides`: recipe settings ("key=value") on top of the tiny recipe's."""
     import jax
     import jax.numpy as jnp
 
@@ -96,7 +98,7 @@ def tiny_weights(directory, version: int, mean_bias: float, obs_dim: int = STATE
     from robot_rl.rl.agent import ResidualAgent
     from robot_rl.rl.config import load_recipe
 
-    cfg = load_recipe("ours", **parse_overrides(tuple(TINY_OVERRIDES)))
+    cfg = load_recipe("ours", **parse_overrides((*TINY_OVERRIDES, *overrides)))
     agent = ResidualAgent(cfg, obs_dim, action_dim)
     params = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, 0.01, s.dtype), actor_shapes(agent))
     params["mean"]["kernel"] = jnp.zeros_like(params["mean"]["kernel"])

@@ -12,7 +12,7 @@ from hw_helpers import GATE_CALLS, LIMITS, NAMES, STATE_DIM, Rig, spec, tiny_wei
 from hw import topics
 from hw.msgs import Header, JointState, String, stamp_of
 from hw.transport import LATCHED
-from hw.weights import Announcement, WeightsError, load_weights
+from hw.weights import Announcement, ResidualPolicy, WeightsError, load_weights
 
 
 class Feeder:
@@ -98,6 +98,25 @@ def test_weights_files_are_verified_before_use(tmp_path):
     with pytest.raises(WeightsError) as wrong:
         load_weights(good.path, good.sha256)
     assert wrong.value.reason == "network"
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_the_robots_exploration_noise_follows_the_recipes_correlation(tmp_path, rho):
+    """A stochastic residual on the robot samples as the simulation loop does: AR(1) noise with the recipe's
+    `noise_correlation` across the steps of an episode, a fresh draw when an episode starts."""
+    good, _ = tiny_weights(tmp_path, 1, mean_bias=0.0, overrides=(f"noise_correlation={rho}",))
+    policy = ResidualPolicy(load_weights(good.path, good.sha256), stochastic=True, seed=0)
+    state, base = np.zeros(STATE_DIM), np.zeros(len(NAMES))
+
+    def episode(steps: int) -> np.ndarray:
+        policy.new_episode()
+        return np.arctanh(np.stack([policy(state, base) for _ in range(steps)]) / policy.weights.agent.scale)
+
+    u = episode(400)  # mean 0 (zero bias, zero kernel): u = std * eps, one std for every step
+    lag1 = np.mean(u[1:] * u[:-1]) / np.mean(u ** 2)
+    assert abs(lag1 - rho) < 0.1
+    ends = np.array([episode(2)[0] for _ in range(50)])  # each episode's first step: independent draws
+    assert abs(np.mean(ends[1:] * ends[:-1]) / np.mean(ends ** 2)) < 0.3
 
 
 @pytest.mark.parametrize("inference", ["process", "thread"])

@@ -1,6 +1,7 @@
 """Residual composition: the executed action is the frozen base action plus a bounded correction, clipped to the
 normalized action box. One definition, used by acting, by the critic targets and by the actor loss, so the learner
-always trains on the action the robot executed.
+always trains on the action the robot executed. Also the exploration noise that acting (in the mirror and on the
+robot) samples the residual with.
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ class ExplorationNoise:
         self.eps = rng.standard_normal((num_envs, action_dim)).astype(np.float32)
 
     def __call__(self) -> np.ndarray:
-        """This step's noise; the next call moves every env one step on."""
-        out = self.eps.copy()
+        """This step's noise; the next call moves every env one step on (into a new array: what this returns is
+        never changed afterwards, by the next step or by `reset`)."""
+        out = self.eps
         fresh = self.rng.standard_normal(self.eps.shape).astype(np.float32)
         self.eps = (self.rho * self.eps + np.sqrt(1.0 - self.rho ** 2) * fresh).astype(np.float32)
         return out

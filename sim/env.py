@@ -178,9 +178,10 @@ class MirrorEnv(gymnasium.Env):
         self.data.ctrl[self._act_ids] = self.robot.denormalize(self._target)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self._steps += 1
-        success = self.task.success(self.model, self.data, self._tcp())
+        state = self.state()
+        success = bool(self.task.succeeded({name: state[s] for name, s in self.robot.state_slices.items()}))
         truncated = not success and self._steps >= self.settings.max_steps
-        return self._obs(), float(success), success, truncated, {"is_success": success}
+        return self._obs(state), float(success), success, truncated, {"is_success": success}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -202,8 +203,8 @@ class MirrorEnv(gymnasium.Env):
                  self.task.object_state(self.model, self.data)]
         return np.concatenate(parts).astype(np.float32)
 
-    def _obs(self) -> dict[str, np.ndarray]:
-        state = self.state()
+    def _obs(self, state: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        state = self.state() if state is None else state
         noise = self.current_variant.obs_noise
         if noise > 0:
             state = (state + self.np_random.normal(0.0, noise, state.shape)).astype(np.float32)

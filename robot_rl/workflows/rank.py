@@ -37,6 +37,7 @@ from robot_rl.eval.blend import (
     own_return,
 )
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig, mc_value
+from robot_rl.eval.model_based import DynamicsModel, ModelConfig, ModelEstimate, SuccessFn, task_success
 from robot_rl.files import write_json
 from robot_rl.workflows.candidates import Candidate, load_candidates, rollout_values
 
@@ -77,6 +78,26 @@ def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = (),
         cache.sync(store)
         policy_ids = [str(p) for p in store.meta["policy_id"]]
     return cache, policy_ids
+
+
+def logged_task(data: str | Path) -> str:
+    """The task the logged episodes ran (the model-based estimate judges success with its mirror's test)."""
+    with EpisodeStore.open(data, mode="r") as store:
+        tasks = sorted({str(t) for t in store.meta["task"]})
+    if len(tasks) != 1:
+        raise UserError(f"store {data} mixes episodes of tasks {tasks}; rank one task's data at a time, or set "
+                        "model.enabled=false")
+    return tasks[0]
+
+
+def model_estimates(model: ModelConfig, cache: ReplayCache, obs_key: str, candidates: Sequence[Candidate],
+                    success: SuccessFn, gamma: float, limit: int) -> list[ModelEstimate]:
+    """Fit one dynamics ensemble on `cache` and roll every candidate out in it from the cache's initial states."""
+    dynamics = DynamicsModel(model, cache, obs_key)
+    dynamics.fit()
+    starts = cache.data[obs_key][cache.episode_starts()].reshape(cache.num_episodes, -1)
+    return [dynamics.value(c, starts, success, gamma, limit, c.n_obs_steps, c.spec.n_action_steps)
+            for c in candidates]
 
 
 def mc_by_candidate(cache: ReplayCache, policy_ids: Sequence[str], names: Sequence[str], gamma: float
@@ -166,8 +187,14 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                   baseline: EvaluatorConfig | None = None, truth: str | Path | Mapping[str, float] | None = None,
                   task: str | None = None, variant: str | Mapping[str, Any] = "nominal", truth_episodes: int = 100,
                   out: str | Path | None = "runs/rank", seed: int = 0, progress: bool = True,
-                  leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE) -> dict[str, Any]:
+                  leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE,
+                  model: ModelConfig | None = None) -> dict[str, Any]:
     """Rank `candidates` (specs or loaded Candidates) on the store at `data`; see the module docstring.
+
+    `model` (enabled): also the model-based estimate (`robot_rl.eval.model_based`: a dynamics ensemble fitted on the
+    data, each candidate rolled out in it for the evaluator's time limit, or the task's episode limit without one),
+    rows' `model`, `model_pessimistic` and `model_spread`. With `leave_out` it fits one ensemble per candidate. With
+    cameras it is skipped (`model_note` says so): the model predicts states, not images.
 
     `leave_out`: value each candidate on the data without its own episodes, as if it had never run (how well the
     critics rank policies nobody has deployed yet). Its value is then the mean over the initial states of that data
@@ -197,8 +224,21 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
     cache, policy_ids = load_cache(data, evaluator.obs_key, list(cameras))
 
     on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
+    modelled: list[ModelEstimate | None] = [None] * len(loaded)
+    model_note = None
+    if model is not None and model.enabled and cameras:  # a dynamics model of the state predicts no images
+        model_note = "model-based estimate skipped: the candidates read cameras, and the dynamics model predicts states"
+        model = None
+    if model is not None and model.enabled:
+        import sim
+
+        task_name = logged_task(data)
+        success = task_success(task_name, int(np.prod(cache.spec[evaluator.obs_key][0])))
+        limit = evaluator.time_limit or sim.load_settings(task_name).max_steps
+        if not leave_out:
+            modelled = model_estimates(model, cache, evaluator.obs_key, loaded, success, evaluator.gamma, limit)
     rows, returns = [], []
-    for candidate in _progress(loaded, progress, "rank"):
+    for index, candidate in enumerate(_progress(loaded, progress, "rank")):
         chunked, fqe = on_all
         own = [i for i, p in enumerate(policy_ids) if p == candidate.name]
         if leave_out and own:
@@ -208,6 +248,9 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                                 "nothing is left to value it on; log other policies too, or set leave_out=false")
             others = cache.select(kept)
             chunked, fqe = ChunkedTDEvaluator(evaluator, others), ChunkedTDEvaluator(baseline, others)
+        if leave_out and model is not None and model.enabled:
+            modelled[index] = model_estimates(model, chunked.cache, evaluator.obs_key, [candidate], success,
+                                              evaluator.gamma, limit)[0]
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe
         proposals = longer.policy_chunks(candidate, np.flatnonzero(longer.cache.valid))  # one pass, both critics
         est, base = chunked.fit(candidate, proposals), fqe.fit(candidate, proposals)
@@ -215,6 +258,9 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         rows.append({"name": candidate.name, "estimate": est.value, "pessimistic": est.pessimistic,
                      "off_proposal": off_proposal_share(cache, own, blend_tolerance),
                      "spread": est.spread, "fqe": base.value, "data_episodes": chunked.cache.num_episodes})
+        if modelled[index] is not None:
+            m = modelled[index]
+            rows[index].update(model=m.value, model_pessimistic=m.pessimistic, model_spread=m.spread)
     behavior_value = mc_value(cache, evaluator.gamma)
     if leave_out:  # no candidate has episodes of its own: Monte Carlo knows nothing about any of them
         mc, mc_episodes = [behavior_value] * len(names), [0] * len(names)
@@ -228,6 +274,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         row.update(mc=value, mc_episodes=count, blend=float(b), blend_weight=float(w), blend_returns=used)
     result: dict[str, Any] = {"n_policies": len(rows), "behavior_value": behavior_value, "candidates": rows,
                               "blend_tolerance": blend_tolerance, "leave_out": leave_out}
+    if model_note:
+        result["model_note"] = model_note
 
     if truth is not None:
         if isinstance(truth, Mapping):
@@ -244,6 +292,8 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
         estimates = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows], "mc": mc,
                      "pessimistic": [r["pessimistic"] for r in rows],  # what the deployment gate compares
                      "blend": [r["blend"] for r in rows]}
+        if "model" in rows[0]:
+            estimates["model"] = [r["model"] for r in rows]
         result["scores"] = {name: ops.score_estimator(true_values, est, result["behavior_value"])
                             for name, est in estimates.items()}
     if out is not None:
@@ -261,13 +311,14 @@ def format_table(result: dict[str, Any]) -> str:
     """The ranking as a fixed-width table, best first."""
     rows = sorted(result["candidates"], key=lambda r: r["rank"])
     width = max(12, *(len(r["name"]) for r in rows))
-    has_truth = "true" in rows[0]
+    has_truth, has_model = "true" in rows[0], "model" in rows[0]
     head = (f"{'rank':>4}  {'candidate':<{width}}  {'estimate':>8}  {'pessim.':>8}  {'spread':>7}  {'fqe':>7}  "
             f"{'mc':>7}  {'blend':>7}")
-    lines = [head + ("  {:>7}".format("true") if has_truth else "")]
+    lines = [head + ("  {:>7}".format("model") if has_model else "") + ("  {:>7}".format("true") if has_truth else "")]
     for r in rows:
         line = (f"{r['rank']:>4}  {r['name']:<{width}}  {r['estimate']:8.4f}  {r['pessimistic']:8.4f}  "
                 f"{r['spread']:7.4f}  {r['fqe']:7.4f}  {r['mc']:7.4f}  {r['blend']:7.4f}")
+        line += f"  {r['model']:7.4f}" if has_model else ""
         lines.append(line + (f"  {r['true']:7.4f}" if has_truth else ""))
     noisy = [r["name"] for r in rows if (r.get("off_proposal") or 0.0) > OFF_PROPOSAL_NOTE]
     if noisy and not result.get("leave_out"):
@@ -275,6 +326,8 @@ def format_table(result: dict[str, Any]) -> str:
                      f"further than blend_tolerance {result['blend_tolerance']:g} off their proposals (off_proposal), "
                      "so the blend cuts their episodes early and stays near the estimate; noise that large makes "
                      "logged episodes another policy's: log candidates as they run")
+    if result.get("model_note"):
+        lines.append(f"note: {result['model_note']}")
     for name, score in result.get("scores", {}).items():
         lines.append(f"{name:>11}: spearman {score['spearman']:.3f}  regret@1 {score['regret_at_1']:.3f}  "
                      f"regret@3 {score['regret_at_3']:.3f}  sharpe@3 {score.get('sharpe_at_3', float('nan')):.3f}")
@@ -296,6 +349,8 @@ def write_outputs(out: Path, result: dict[str, Any]) -> Path:
     true = np.array([r["true"] for r in rows])
     series = {"chunked_td": [r["estimate"] for r in rows], "fqe": [r["fqe"] for r in rows],
               "mc": [r["mc"] for r in rows], "blend": [r["blend"] for r in rows]}
+    if "model" in rows[0]:
+        series["model"] = [r["model"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for name, est in series.items():
         ax.scatter(true, est, label=f"{name} (spearman {result['scores'][name]['spearman']:.2f})", s=18)
@@ -335,6 +390,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         baseline=evaluator_config(OmegaConf.to_container(cfg.baseline, resolve=True)),
         truth=cfg.truth, task=cfg.task, variant=OmegaConf.to_container(cfg.variant, resolve=True),
         truth_episodes=int(cfg.truth_episodes), out=cfg.out, seed=int(cfg.seed), progress=bool(cfg.progress),
-        leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance))
+        leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance),
+        model=ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
     print(format_table(result))
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import mujoco
@@ -33,8 +34,10 @@ class Task:
         """The task's part of the state vector, laid out as `objects`."""
         raise NotImplementedError
 
-    def success(self, model: mujoco.MjModel, data: mujoco.MjData, tcp: np.ndarray) -> bool:
-        """The sparse success test, evaluated after every control step."""
+    def succeeded(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The sparse success test on states given by their named parts (`robot.state_slices` of obs["state"], any
+        leading batch shape): a bool array of that shape. A function of the state alone, so the mirror's steps and the
+        states a learned dynamics model predicts (`robot_rl.eval.model_based`) are judged by one test."""
         raise NotImplementedError
 
 

@@ -6,6 +6,8 @@ target but not the start. The bar has to change hands above the middle of the ta
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import mujoco
 import numpy as np
 
@@ -44,9 +46,9 @@ class BimanualHandover(Task):
     def object_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         return np.concatenate([free_body_pose(model, data, "bar"), model.site("goal").pos])
 
-    def success(self, model: mujoco.MjModel, data: mujoco.MjData, tcp: np.ndarray) -> bool:
-        bar = free_body_pose(model, data, "bar")
-        return bool(np.linalg.norm(bar[:2] - model.site("goal").pos[:2]) < TOLERANCE and bar[2] < RESTING)
+    def succeeded(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        bar, goal = parts["bar_pos"], parts["goal_pos"]
+        return (np.linalg.norm(bar[..., :2] - goal[..., :2], axis=-1) < TOLERANCE) & (bar[..., 2] < RESTING)
 
 
 class BimanualHandoverExpert(ScriptedExpert):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import mujoco
 import numpy as np
 
@@ -40,9 +42,8 @@ class PushCube(Task):
     def object_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         return np.concatenate([free_body_pose(model, data, "cube"), model.site("goal").pos])
 
-    def success(self, model: mujoco.MjModel, data: mujoco.MjData, tcp: np.ndarray) -> bool:
-        cube = free_body_pose(model, data, "cube")
-        return bool(np.linalg.norm(cube[:2] - model.site("goal").pos[:2]) < TOLERANCE)
+    def succeeded(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.linalg.norm(parts["cube_pos"][..., :2] - parts["goal_pos"][..., :2], axis=-1) < TOLERANCE
 
 
 class PushCubeExpert(ScriptedExpert):

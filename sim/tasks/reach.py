@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import mujoco
 import numpy as np
 
@@ -31,8 +33,8 @@ class Reach(Task):
     def object_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         return model.site("target").pos.copy()
 
-    def success(self, model: mujoco.MjModel, data: mujoco.MjData, tcp: np.ndarray) -> bool:
-        return bool(np.linalg.norm(tcp[0] - model.site("target").pos) < TOLERANCE)
+    def succeeded(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.linalg.norm(parts["tcp_pos"][..., :3] - parts["goal_pos"], axis=-1) < TOLERANCE  # the first arm
 
 
 class ReachExpert(ScriptedExpert):

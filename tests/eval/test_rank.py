@@ -22,7 +22,7 @@ from robot_rl.workflows.rank import format_table, load_cache, mc_by_candidate, o
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
-TINY.append("progress=false")
+TINY += ["model.updates=10", "model.updates_per_call=10", "model.hidden_dim=16", "model.ensemble=2", "progress=false"]
 
 
 CAMERA = ["evaluator.encoder.image_keys=[obs/image_front]", "evaluator.encoder.channels=[4]",
@@ -70,7 +70,8 @@ def test_rank_end_to_end_writes_table_json_and_plots(setup, capsys):
     for row in result["candidates"]:
         assert row["pessimistic"] <= row["estimate"] and row["spread"] >= 0 and row["mc_episodes"] == 0
         assert row["name"] in candidates and "true" in row
-    assert set(result["scores"]) == {"chunked_td", "fqe", "mc", "pessimistic", "blend"}
+        assert row["model_pessimistic"] <= row["model"] <= 1 and row["model_spread"] >= 0
+    assert set(result["scores"]) == {"chunked_td", "fqe", "mc", "pessimistic", "blend", "model"}
     assert "spearman" in result["scores"]["chunked_td"] and "sharpe_at_3" in result["scores"]["fqe"]
     assert any(line.split()[:1] == ["1"] for line in lines[:-1])  # the table, best first
     written = json.loads((out / "ranking.json").read_text())
@@ -303,8 +304,10 @@ def test_a_residual_reading_a_camera_is_ranked_and_rolled_out_with_its_images(se
                  "truth_episodes=1", *CAMERA, *TINY])
     out, err = capsys.readouterr()
     assert code == 0, err
-    rows = {row["name"]: row for row in json.loads(out.strip().splitlines()[-1])["candidates"]}
+    result = json.loads(out.strip().splitlines()[-1])
+    rows = {row["name"]: row for row in result["candidates"]}
     assert np.isfinite(rows[spec]["estimate"]) and rows[spec]["estimate"] != rows[base]["estimate"]
+    assert "predicts states" in result["model_note"] and "model" not in rows[spec]  # no images to roll out on
     assert 0.0 <= rows[spec]["true_success"] <= 1.0
     code = main(["rank", f"candidates=[{spec}]", f"data={store}", f"out={tmp_path / 'bad'}", *TINY])
     err = capsys.readouterr().err

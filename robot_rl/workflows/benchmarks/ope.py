@@ -49,6 +49,7 @@ from robot_rl.data import EpisodeStore
 from robot_rl.errors import UserError
 from robot_rl.eval.blend import BLEND_TOLERANCE
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+from robot_rl.eval.model_based import ModelConfig
 from robot_rl.eval.steering import SteeredPolicy
 from robot_rl.files import write_json
 from robot_rl.policies import PolicyConfig, TrainConfig, load_policy, train_policy
@@ -241,8 +242,8 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
               demo_noise: float = 0.3, demo_fail_prob: float = 0.3, episodes_per_candidate: int = 6,
               takeover_fraction: float = 0.5, noise: float = 0.1, drift_threshold: float = 0.3,
               drift_patience: int = 3, time_limit: bool = True, steer: dict | None = None, data_draws: int = 3,
-              leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE, seed: int = 0,
-              progress: bool = True) -> dict[str, Any]:
+              leave_out: bool = False, blend_tolerance: float = BLEND_TOLERANCE, model: ModelConfig | None = None,
+              seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """The whole benchmark (see the module docstring); returns the summary dict printed as the last line."""
     if data_draws < 1:
         raise UserError(f"data_draws must be at least 1, got {data_draws}")
@@ -278,7 +279,7 @@ def bench_ope(recipes: Sequence[Recipe], task: str = "PushCube", evaluator: Eval
                         episodes_per_candidate, takeover_fraction, noise, drift_threshold, drift_patience,
                         seed + draw, progress)
         result = rank_policies(candidates, data, evaluator, baseline, truth=true_values, out=draw_out, seed=seed,
-                               progress=progress, leave_out=leave_out, blend_tolerance=blend_tolerance)
+                               progress=progress, leave_out=leave_out, blend_tolerance=blend_tolerance, model=model)
         for row, t in zip(result["candidates"], truth):
             row.update(true_success=t["success_rate"])
         if progress:
@@ -313,6 +314,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                   **dict(settings.get("evaluator", {}))})
     baseline = evaluator_config({**OmegaConf.to_container(cfg.baseline, resolve=True),
                                  **dict(settings.get("evaluator", {})), "horizon": 1})
+    model = ModelConfig(**{**OmegaConf.to_container(cfg.model, resolve=True), **dict(settings.get("model", {}))})
     steer = OmegaConf.to_container(cfg.steer, resolve=True)
     steer.update(OmegaConf.to_container(settings.get("steer", {}), resolve=True) if settings else {})
     return bench_ope(recipes, task=cfg.task_name, evaluator=evaluator, baseline=baseline, cache_dir=cfg.cache_dir,
@@ -322,5 +324,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      takeover_fraction=float(cfg.takeover_fraction), noise=float(cfg.noise),
                      drift_threshold=float(cfg.drift_threshold), drift_patience=int(cfg.drift_patience),
                      time_limit=bool(cfg.time_limit), steer=steer, data_draws=int(pick("data_draws")),
-                     leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance), seed=int(cfg.seed),
-                     progress=bool(cfg.progress))
+                     leave_out=bool(cfg.leave_out), blend_tolerance=float(cfg.blend_tolerance), model=model,
+                     seed=int(cfg.seed), progress=bool(cfg.progress))

@@ -68,6 +68,7 @@ def make_vec_env(task: str, num_envs: int, variant: str | Mapping[str, Any] | Va
     _check_task(task)
     if num_envs < 1:
         raise SimError(f"num_envs={num_envs} must be at least 1")
+
     def make() -> gymnasium.Env:
         env = MirrorEnv(task, variant=variant, **settings)
         return RetryFailedStarts(env, retry_failed) if retry_failed != 0 else env

@@ -102,6 +102,7 @@ class MirrorEnv(gymnasium.Env):
             name=self.task.name, joint_names=names, joint_ranges=ranges, action_mode=s.action_mode,
             delta_scale=s.delta_scale, control_hz=s.control_hz, cameras=tuple(self._cameras), state_layout=layout,
             obs_spec=obs_spec)
+        self._slices = self.robot.state_slices  # the named parts the task's success test reads
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (n,), np.float32)
         spaces = {"state": gymnasium.spaces.Box(-np.inf, np.inf, obs_spec["state"][0], np.float32)}
         spaces.update({f"image_{c}": gymnasium.spaces.Box(0, 255, (height, width, 3), np.uint8) for c in s.cameras})
@@ -179,7 +180,7 @@ class MirrorEnv(gymnasium.Env):
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self._steps += 1
         state = self.state()
-        success = bool(self.task.succeeded({name: state[s] for name, s in self.robot.state_slices.items()}))
+        success = bool(self.task.succeeded({name: state[s] for name, s in self._slices.items()}))
         truncated = not success and self._steps >= self.settings.max_steps
         return self._obs(state), float(success), success, truncated, {"is_success": success}
 

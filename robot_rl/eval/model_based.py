@@ -45,7 +45,7 @@ class ModelConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
-    updates: int = 10000
+    updates: int = 20000
     updates_per_call: int = 500
     seed: int = 0
 

@@ -225,11 +225,11 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
 
     on_all = ChunkedTDEvaluator(evaluator, cache), ChunkedTDEvaluator(baseline, cache)
     modelled: list[ModelEstimate | None] = [None] * len(loaded)
-    model_note = None
-    if model is not None and model.enabled and cameras:  # a dynamics model of the state predicts no images
+    use_model, model_note = model is not None and model.enabled, None
+    if use_model and cameras:  # a dynamics model of the state predicts no images
+        use_model = False
         model_note = "model-based estimate skipped: the candidates read cameras, and the dynamics model predicts states"
-        model = None
-    if model is not None and model.enabled:
+    if use_model:
         import sim
 
         task_name = logged_task(data)
@@ -248,7 +248,7 @@ def rank_policies(candidates: Sequence[str | Candidate], data: str | Path, evalu
                                 "nothing is left to value it on; log other policies too, or set leave_out=false")
             others = cache.select(kept)
             chunked, fqe = ChunkedTDEvaluator(evaluator, others), ChunkedTDEvaluator(baseline, others)
-        if leave_out and model is not None and model.enabled:
+        if leave_out and use_model:
             modelled[index] = model_estimates(model, chunked.cache, evaluator.obs_key, [candidate], success,
                                               evaluator.gamma, limit)[0]
         longer = chunked if evaluator.horizon >= baseline.horizon else fqe

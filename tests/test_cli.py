@@ -87,7 +87,7 @@ def test_demo_writes_a_report(tmp_path):
                       "residual.steps=416", "residual.num_envs=4", "residual.eval_every=0", "residual.eval_episodes=2",
                       "residual.eval_num_envs=2", "residual.eval_variants=[nominal]",
                       "+residual.overrides.warmup_steps=48", "+residual.overrides.critic_warmup_updates=2",
-                      "rank.updates=50", "rank.truth_episodes=2")
+                      "rank.updates=50", "rank.model_updates=20", "rank.truth_episodes=2")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     report = Path(summary["report"]).read_text()
@@ -98,6 +98,7 @@ def test_demo_writes_a_report(tmp_path):
     assert "## Residual RL" in report and summary["residual"]["env_steps"] == 416
     assert (tmp_path / "t" / "residual" / "learning_curve.png").stat().st_size > 1000
     assert "## Offline ranking" in report and sorted(r["rank"] for r in summary["rank"]["candidates"]) == [1, 2]
+    assert all(0.0 <= r["model"] <= 1.0 for r in summary["rank"]["candidates"])  # the model-based estimate beside
     assert (tmp_path / "t" / "data_episode_lengths.png").stat().st_size > 1000
 
 

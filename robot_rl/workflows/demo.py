@@ -159,20 +159,24 @@ def rank_stage(report: Report, run_dir: Path, base: str, residual: dict, cfg: Di
     """Rank what the demo produced (`demo_candidates`) from the residual run's logged rollouts alone, then score that
     ranking against rollouts in the mirror (both within the task's episode limit)."""
     from robot_rl.eval.chunked_td import EvaluatorConfig
+    from robot_rl.eval.model_based import ModelConfig
     from robot_rl.workflows.rank import format_table, rank_policies
 
     labels = {spec: label for label, spec in demo_candidates(base, residual).items()}
     candidates = list(labels)
     evaluator = EvaluatorConfig(updates=int(cfg.updates), updates_per_call=min(500, int(cfg.updates)),
                                 time_limit=sim.load_settings(task).max_steps)
+    model = ModelConfig(enabled=int(cfg.model_updates) > 0, updates=int(cfg.model_updates),
+                        updates_per_call=min(500, max(1, int(cfg.model_updates))))
     result = rank_policies(candidates, residual["rollouts"], evaluator=evaluator, truth="sim",
-                           truth_episodes=int(cfg.truth_episodes), out=run_dir / "rank", progress=False)
+                           truth_episodes=int(cfg.truth_episodes), out=run_dir / "rank", progress=False, model=model)
     rows = [{"candidate": labels[r["name"]], "rank": r["rank"],
              "estimate": r["estimate"], "pessimistic": r["pessimistic"], "spread": r["spread"], "fqe": r["fqe"],
-             "true (sim)": r.get("true")} for r in result["candidates"]]
+             **({"model": r["model"]} if "model" in r else {}), "true (sim)": r.get("true")}
+            for r in result["candidates"]]
     images = [str(p.relative_to(run_dir)) for p in sorted((run_dir / "rank").glob("*.png"))]
     report.add("Offline ranking", text="Each candidate valued from the residual run's logged rollouts alone (a "
-               "chunked-TD critic per candidate; per-step FQE beside it), then rolled out "
+               "chunked-TD critic per candidate; per-step FQE and the model-based estimate beside it), then rolled out "
                f"{cfg.truth_episodes} times in the mirror for the true discounted value.", table=rows, images=images)
     print(format_table(result), file=sys.stderr)
     return {"candidates": rows}

@@ -19,7 +19,6 @@ import gymnasium  # noqa: E402
 from sim.env import MirrorEnv  # noqa: E402
 from sim.errors import SimError  # noqa: E402
 from sim.expert import ScriptedExpert  # noqa: E402
-from sim.retry import RetryFailedStarts  # noqa: E402
 from sim.robot import RobotInterface  # noqa: E402
 from sim.settings import TaskSettings, load_settings, task_names  # noqa: E402
 from sim.tasks import EXPERTS, TASKS  # noqa: E402
@@ -54,26 +53,20 @@ def make_env(task: str, variant: str | Mapping[str, Any] | Variant = "nominal", 
 
 
 def make_vec_env(task: str, num_envs: int, variant: str | Mapping[str, Any] | Variant = "nominal",
-                 vectorization_mode: str = "sync", same_step_reset: bool = False, retry_failed: float = 0.0,
+                 vectorization_mode: str = "sync", same_step_reset: bool = False,
                  **settings: Any) -> gymnasium.vector.VectorEnv:
     """`num_envs` copies of a mirror stepped together (gymnasium vector API, autoreset after each episode end).
 
     "sync" steps them in this process, "async" in one subprocess each; `bench sim` measures both. With
     `same_step_reset` an env that ends resets in the same `step` call (gymnasium's SAME_STEP autoreset: learners
-    never see a no-op reset step). `retry_failed` > 0: each env restarts that share of its episodes from the initial
-    state of one of its earlier failures (`sim.retry.RetryFailedStarts`; training only). Async envs that
+    never see a no-op reset step). Async envs that
     render start from a fresh interpreter (forkserver): a process forked after OSMesa has rendered deadlocks when it
     renders, so a script that uses them needs the usual `if __name__ == "__main__":` guard.
     """
     _check_task(task)
     if num_envs < 1:
         raise SimError(f"num_envs={num_envs} must be at least 1")
-
-    def make() -> gymnasium.Env:
-        env = MirrorEnv(task, variant=variant, **settings)
-        return RetryFailedStarts(env, retry_failed) if retry_failed != 0 else env
-
-    fns = [make for _ in range(num_envs)]
+    fns = [lambda: MirrorEnv(task, variant=variant, **settings) for _ in range(num_envs)]
     mode = gymnasium.vector.AutoresetMode.SAME_STEP if same_step_reset else gymnasium.vector.AutoresetMode.NEXT_STEP
     if vectorization_mode == "sync":
         return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=mode)

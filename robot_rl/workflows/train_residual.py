@@ -363,8 +363,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
                    eval_variants: Sequence[str] = ("nominal",), eval_num_envs: int = 10, rollouts: bool = True,
                    gate: dict[str, Any] | None = None, base_n_action_steps: int | None = None,
                    image_size: int = 84, takeover: TakeoverConfig | None = None,
-                   episode_steps: int | None = None, retry_failed: float = 0.0,
-                   progress: bool = True) -> dict[str, Any]:
+                   episode_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a residual on top of `base` (a policy checkpoint; None with `recipe.enabled=false`) in `task`'s mirror.
     Writes OUT/checkpoints (the last one, and in OUT/checkpoints/best the most successful evaluation's), OUT/log.csv,
     OUT/eval.csv, OUT/tensorboard, OUT/learning_curve.png, OUT/rollouts (an episode store) and OUT/summary.json;
@@ -374,8 +373,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     the task's scripted expert supervise the training episodes and take over on drift (`robot_rl.rl.takeover`); its
     steps are recorded as interventions. `episode_steps` sets the training episodes' time limit (a truncation: the
     critic still bootstraps), e.g. shorter than the task's so stalled failures end sooner; evaluations keep the
-    task's. `retry_failed` > 0: that share of the training episodes restart from the initial state of an earlier
-    failed one (`sim.retry.RetryFailedStarts`, a mirror-only practice; evaluations start fresh)."""
+    task's."""
     import sim
 
     if recipe.enabled and base is None:
@@ -397,8 +395,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
     cameras = {"cameras": tuple(k.removeprefix("image_") for k in recipe.encoder.image_keys),
                "image_size": image_size} if recipe.encoder.image_keys else {}
     time_limit = {"max_steps": int(episode_steps)} if episode_steps is not None else {}
-    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, retry_failed=float(retry_failed), **cameras,
-                            **time_limit)
+    envs = sim.make_vec_env(task, num_envs, variant, same_step_reset=True, **cameras, **time_limit)
     eval_envs = {name: sim.make_vec_env(task, eval_num_envs, name, same_step_reset=True, **cameras)
                  for name in eval_variants}
     image_shapes = {k: envs.single_observation_space[k].shape for k in recipe.encoder.image_keys}
@@ -463,8 +460,7 @@ def train_residual(task: str, base: str | Path | None, recipe: AgentConfig, loop
         **{k: v for k, v in evals[-1].items() if k.startswith("success/")},
         "demo_episodes": len(demo_rewards), "online_episodes": replay.online_episodes,
         "takeover": asdict(takeover) if supervisor is not None else None,
-        "takeover_share": result.takeover_share, "episode_steps": episode_steps, "retry_failed": float(retry_failed),
-        "resumed": resumed_from,
+        "takeover_share": result.takeover_share, "episode_steps": episode_steps, "resumed": resumed_from,
         "checkpoint_dir": loop.checkpoint_dir, "rollouts": str(writer.store.root) if writer else None,
         "out": str(out), "loop": asdict(loop),
     }
@@ -515,5 +511,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           rollouts=bool(cfg.rollouts), progress=bool(cfg.progress),
                           gate=OmegaConf.to_container(cfg.gate) if cfg.gate.enabled else None,
                           base_n_action_steps=cfg.base_n_action_steps, image_size=int(cfg.image_size),
-                          episode_steps=cfg.episode_steps, retry_failed=float(cfg.retry_failed),
+                          episode_steps=cfg.episode_steps,
                           takeover=TakeoverConfig(**OmegaConf.to_container(cfg.takeover, resolve=True)))

@@ -94,7 +94,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                              demos=demos if recipe.demo_fraction > 0 else None, num_envs=int(cfg.num_envs),
                              eval_variants=list(cfg.eval.variants), eval_num_envs=int(cfg.eval.num_envs),
                              base_n_action_steps=cfg.base_n_action_steps, episode_steps=cfg.episode_steps,
-                             retry_failed=float(cfg.retry_failed),
                              takeover=TakeoverConfig(**OmegaConf.to_container(cfg.takeover, resolve=True)))
     base_success = summary["base_success"] if base_success is None else base_success
     return {"recipe": recipe.name, "task": str(cfg.task), "base": str(checkpoint) if recipe.enabled else None,

@@ -81,12 +81,14 @@ def load_cache(data: str | Path, obs_key: str, image_keys: Sequence[str] = (),
 
 
 def logged_task(data: str | Path) -> str:
-    """The task the logged episodes ran (the model-based estimate judges success with its mirror's test)."""
+    """The task the logged episodes ran (the model-based estimate judges success with its mirror's test); episodes
+    recorded without a task name count as that task's."""
     with EpisodeStore.open(data, mode="r") as store:
-        tasks = sorted({str(t) for t in store.meta["task"]})
+        tasks = sorted({str(t) for t in store.meta["task"]} - {""})
     if len(tasks) != 1:
-        raise UserError(f"store {data} mixes episodes of tasks {tasks}; rank one task's data at a time, or set "
-                        "model.enabled=false")
+        found = f"mixes episodes of tasks {tasks}" if tasks else "names no task in its episodes"
+        raise UserError(f"store {data} {found}; the model-based estimate needs one mirror task's data: rank one "
+                        "task's episodes (recorded with task=NAME), or set model.enabled=false")
     return tasks[0]
 
 

@@ -15,10 +15,18 @@ from robot_rl.data import EpisodeStore, ReplayCache
 from robot_rl.errors import UserError
 from robot_rl.eval.blend import blend, discounted_return
 from robot_rl.eval.chunked_td import ChunkedTDEvaluator, EvaluatorConfig
+from robot_rl.eval.model_based import ModelConfig, task_success
 from robot_rl.policies import PolicyConfig, TrainConfig, train_policy
 from robot_rl.workflows.candidates import load_candidate, parse_spec
 from robot_rl.workflows.collect import collect
-from robot_rl.workflows.rank import format_table, load_cache, mc_by_candidate, own_returns, rank_policies
+from robot_rl.workflows.rank import (
+    format_table,
+    load_cache,
+    mc_by_candidate,
+    model_estimates,
+    own_returns,
+    rank_policies,
+)
 
 TINY = [f"{group}.{key}" for group in ("evaluator", "baseline")
         for key in ("updates=10", "updates_per_call=10", "hidden_dim=16", "num_critics=2", "batch_size=32")]
@@ -122,7 +130,8 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
                     writer.add_step({key: value[i] for key, value in steps.items()})
                 writer.end_episode(success=True, source="policy", policy_id=own.name)
     evaluator = EvaluatorConfig(horizon=8, updates=10, updates_per_call=10, hidden_dim=16, num_critics=2, batch_size=32)
-    rank = functools.partial(rank_policies, [own, never], data, evaluator, out=None, progress=False)
+    model = ModelConfig(ensemble=2, hidden_dim=16, updates=20, updates_per_call=10)
+    rank = functools.partial(rank_policies, [own, never], data, evaluator, out=None, progress=False, model=model)
     seen, left_out = rank(), rank(leave_out=True)
     assert [r["data_episodes"] for r in seen["candidates"]] == [6, 6]
     assert [r["mc_episodes"] for r in seen["candidates"]] == [2, 0]
@@ -134,6 +143,11 @@ def test_leave_out_fits_each_candidate_without_its_own_episodes(setup, tmp_path)
     assert left_out["candidates"][0]["estimate"] == pytest.approx(alone.value, abs=1e-6)
     assert left_out["candidates"][0]["estimate"] != seen["candidates"][0]["estimate"]
     assert left_out["candidates"][1]["estimate"] == seen["candidates"][1]["estimate"]  # same data, same seed
+    by_hand = model_estimates(model, cache.select(range(4)), evaluator.obs_key, [own], task_success("PushCube", 21),
+                              evaluator.gamma, 100)[0]  # the model, too, fitted without its own episodes
+    assert left_out["candidates"][0]["model_spread"] == pytest.approx(by_hand.spread, abs=1e-9)
+    assert left_out["candidates"][0]["model"] == pytest.approx(by_hand.value, abs=1e-9)
+    assert left_out["candidates"][1]["model"] == seen["candidates"][1]["model"]
     with EpisodeStore.open(store) as logged:
         expert = str(logged.meta["policy_id"][0])
     with pytest.raises(UserError, match="nothing is left to value it on"):  # every episode is its own

@@ -38,6 +38,8 @@ ChunkFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # {"state": (B, n_obs, 
 
 @dataclass
 class ModelConfig:
+    """The `model.*` settings of `rank` and `bench ope` (configs/evaluator/model_based.yaml)."""
+
     enabled: bool = True
     ensemble: int = 5
     hidden_dim: int = 256
@@ -52,6 +54,8 @@ class ModelConfig:
 
 @dataclass
 class ModelEstimate:
+    """What the model says about one policy, in the chunked-TD evaluator's three numbers."""
+
     value: float  # mean over members of the mean over initial states of the rollout's discounted return
     pessimistic: float  # minimum over members
     spread: float  # standard deviation over members

@@ -31,9 +31,9 @@ import optax
 
 from robot_rl.data import ReplayCache
 from robot_rl.errors import UserError
+from robot_rl.eval.chunked_td import PolicyFn
 
 SuccessFn = Callable[[np.ndarray], np.ndarray]  # states (..., d) -> bool (...)
-ChunkFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # {"state": (B, n_obs, d)} -> chunks (B, H, A)
 
 
 @dataclass
@@ -101,9 +101,7 @@ class DynamicsModel:
             raise UserError(f"model: ensemble, batch_size and updates_per_call must be positive and updates >= 0, "
                             f"got {cfg}")
         n = cache.capacity
-        has_next = cache.valid & (cache.steps_left > 1)
-        has_next[-1] = False
-        rows = np.flatnonzero(has_next)
+        rows = np.flatnonzero(cache.valid & (cache.steps_left > 1))  # episodes never wrap: rows + 1 is in the ring
         if rows.size == 0:
             raise UserError("the logged data has no two consecutive steps for a dynamics model to learn from; log "
                             "whole episodes")
@@ -163,7 +161,7 @@ class DynamicsModel:
         return np.asarray(self._step(self.params, jnp.asarray(states, jnp.float32),
                                      jnp.asarray(actions, jnp.float32)))
 
-    def value(self, policy: ChunkFn, starts: np.ndarray, success: SuccessFn, gamma: float, limit: int,
+    def value(self, policy: PolicyFn, starts: np.ndarray, success: SuccessFn, gamma: float, limit: int,
               n_obs_steps: int = 1, n_action_steps: int | None = None) -> ModelEstimate:
         """Roll `policy` out from the initial `starts` (B, d) for up to `limit` steps in every member; its chunks are
         asked for every `n_action_steps` steps (default: all of each chunk) with the last `n_obs_steps` states."""
